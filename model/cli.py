@@ -1,0 +1,178 @@
+"""`tpo-model`: inspect configurations and checkpoints, and run the reference model.
+
+    tpo-model info --config tiny [--json]
+    tpo-model verify PATH --config videochat-tpo [--json]
+    tpo-model demo [--checkpoint DIR] [--config tiny]
+
+Errors a user can cause print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tpo.errors import TPOError
+
+COMPONENTS = {
+    "vision_encoder": ("vision_encoder.", "vision_layernorm."),
+    "connector": ("connector.",),
+    "llm (base)": ("lm.",),
+    "llm (lora)": (),
+    "task embeddings": ("box_token", "temporal_token", "track_token"),
+    "task adapters": ("loc_encoder.", "loc_decoder.", "track_embed.", "track_embed_decode2."),
+    "mask head (sam2)": ("sam.",),
+    "temporal head (cg-detr)": ("cg_model.", "cg_criterion."),
+    "unused at inference": ("temporal_embed.", "action_embed.", "merge_proj.", "project_down."),
+}
+
+
+def component_of(name: str) -> str:
+    if name.startswith("lm.") and ".lora_" in name:
+        return "llm (lora)"
+    for comp, prefixes in COMPONENTS.items():
+        if any(name.startswith(p) for p in prefixes):
+            return comp
+    raise AssertionError(f"tensor {name} belongs to no component")
+
+
+def model_info(config: str) -> dict:
+    from .checkpoint import build_skeleton
+    from .config import load_config
+
+    cfg = load_config(config)
+    model = build_skeleton(cfg)
+    per: dict[str, dict[str, int]] = {c: {"parameters": 0, "tensors": 0} for c in COMPONENTS}
+    other_bytes = 0
+    for name, t in model.state_dict().items():
+        comp = component_of(name)
+        if t.is_floating_point():
+            per[comp]["parameters"] += t.numel()
+        else:
+            other_bytes += t.numel() * t.element_size()
+        per[comp]["tensors"] += 1
+    total = sum(c["parameters"] for c in per.values())
+    return {
+        "config": cfg.name,
+        "components": per,
+        "parameters": total,
+        "bytes": {"fp32": total * 4 + other_bytes, "fp16": total * 2 + other_bytes, "bf16": total * 2 + other_bytes},
+        "integer_buffer_bytes": other_bytes,
+    }
+
+
+def print_info(info: dict) -> None:
+    print(f"config {info['config']}: {info['parameters']:,} parameters")
+    print(f"  {'component':<26}{'parameters':>16}{'tensors':>9}")
+    for comp, c in info["components"].items():
+        print(f"  {comp:<26}{c['parameters']:>16,}{c['tensors']:>9}")
+    b = info["bytes"]
+    print(f"  bytes: fp32 {b['fp32']:,}  fp16/bf16 {b['fp16']:,}  (integer buffers {info['integer_buffer_bytes']:,})")
+
+
+def print_verify(path: str, report: dict) -> None:
+    status = "OK" if report["ok"] else "MISMATCH"
+    print(f"{path}: {status}")
+    print(f"  matched {report['matched']}, missing {len(report['missing'])}, unexpected {len(report['unexpected'])}, "
+          f"mismatched {len(report['mismatched'])}")
+    print(f"  bytes: checkpoint {report['total_bytes']:,}, expected {report['expected_bytes']:,} "
+          f"(floats stored as {report['stored_float_dtype']})")
+    for name in report["missing"][:20]:
+        print(f"  missing: {name}")
+    for name in report["unexpected"][:20]:
+        print(f"  unexpected: {name}")
+    for m in report["mismatched"][:20]:
+        print(f"  mismatched: {m}")
+    for f in report["missing_files"]:
+        print(f"  missing file: {f}")
+    for n in report["notes"]:
+        print(f"  note: {n}")
+
+
+def demo(checkpoint: str | None, config: str | None) -> int:
+    """Run `generate` on a generated clip for each task and print what each head returned."""
+    import torch
+
+    from .demo import demo_video
+    from .generate import generate
+    from .tokenizer import load_tokenizer
+
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint
+
+        model, cfg = load_checkpoint(checkpoint, config=config, dtype="fp32")
+        tok = load_tokenizer(checkpoint)
+        source = checkpoint
+    else:
+        from .config import load_config
+        from .tpo_model import build_model
+
+        cfg = load_config(config or "tiny")
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        tok = load_tokenizer(cfg.tokenizer)
+        source = f"random weights ({cfg.name}): no trained checkpoint yet, so answers are noise"
+    print(f"model: {source}")
+    video = demo_video()
+    print(f"clip: {video.frames.shape[0]} frames {video.size_hw[1]}x{video.size_hw[0]} at {video.fps} fps")
+    forced = {"region": "<box_begin>", "temporal": "<time_begin>", "track": "<track_begin>"}
+    for task, question in (("track", "track the red circle"), ("region", "where is the red circle?"),
+                           ("temporal", "when does the red circle appear?")):
+        clip = video if task != "region" else type(video)(video.frames[:1], video.fps)
+        res = generate(model, tok, clip, question, max_new_tokens=8)
+        print(f"\n[{task}] Q: {question}\n  answer: {res.raw_text!r} (task routed: {res.task})")
+        if res.task == "none":
+            # random weights rarely emit a trigger; show the head anyway by forcing the trigger
+            from .generate import GenerationResult, run_head
+
+            trig = tok.convert_tokens_to_ids(forced[task])
+            res = GenerationResult(text="", raw_text="", task=task, token_ids=[trig])
+            h = torch.zeros(cfg.llm.hidden_size) + model.task_embedding(task)[0, 0]
+            run_head(model, tok, task, h, clip, question, res, None)
+            print(f"  (no trigger emitted; head run on the task embedding to show its output)")
+        for r in res.region:
+            print(f"  region box (px): {[round(v, 1) for v in r.box_xyxy]}")
+        for t in res.temporal:
+            print(f"  windows [start_s, end_s, score]: {[[round(v, 2) for v in w] for w in t.windows[:3]]}")
+        for tr in res.track:
+            shown = [None if b is None else [round(v) for v in b] for b in tr.boxes[:4]]
+            print(f"  track: {tr.masks.shape[0]} masks {tr.masks.shape[2]}x{tr.masks.shape[1]}, boxes[:4] {shown}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="tpo-model", description="Inspect VideoChat-TPO configurations and checkpoints.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pi = sub.add_parser("info", help="parameters per component and bytes per dtype")
+    pi.add_argument("--config", required=True)
+    pi.add_argument("--json", action="store_true")
+    pv = sub.add_parser("verify", help="check a checkpoint's tensors against a configuration (headers only)")
+    pv.add_argument("path", help="checkpoint folder, .safetensors file, or model.safetensors.index.json")
+    pv.add_argument("--config", default=None, help="configuration name or JSON (default: the checkpoint's own)")
+    pv.add_argument("--json", action="store_true")
+    pd = sub.add_parser("demo", help="run generate() on a generated clip for each task")
+    pd.add_argument("--checkpoint", default=None)
+    pd.add_argument("--config", default=None)
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "info":
+            info = model_info(args.config)
+            print(json.dumps(info, indent=2)) if args.json else print_info(info)
+            return 0
+        if args.cmd == "verify":
+            from .checkpoint import verify_checkpoint
+
+            report = verify_checkpoint(args.path, args.config).to_dict()
+            print(json.dumps(report, indent=2)) if args.json else print_verify(args.path, report)
+            return 0 if report["ok"] else 1
+        if args.cmd == "demo":
+            return demo(args.checkpoint, args.config)
+    except TPOError as e:
+        print(f"tpo-model: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

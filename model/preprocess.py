@@ -1,0 +1,102 @@
+"""Frame sampling and pixel preprocessing on the PyTorch side (the reference for the runtime's).
+
+MLLM branch (as the release): `num_frames` frames, each from the middle of one of `num_frames`
+equal segments; bicubic antialiased resize of the uint8 frames (torchvision semantics: computed in
+float, rounded and clamped back to uint8), then /255 and ImageNet mean/std.
+Mask branch: every frame, /255 first, then bicubic antialiased resize in float, then mean/std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tpo.errors import InputError
+
+
+@dataclass
+class Video:
+    """frames [N, H, W, 3] uint8 RGB; fps > 0. Timestamps are frame_index / fps."""
+
+    frames: np.ndarray
+    fps: float
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
+            shape = getattr(f, "shape", None)
+            raise InputError(f"video frames must be a uint8 array [N, H, W, 3] (RGB), got {shape}")
+        if f.shape[0] == 0:
+            raise InputError("video has no frames")
+        if not (self.fps > 0):
+            raise InputError(f"video fps must be > 0, got {self.fps}")
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames.shape[0] / self.fps
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def read_video(path: str | Path) -> Video:
+    """All frames of a video file (anything OpenCV reads), RGB."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such video file")
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        raise InputError(f"{path}: OpenCV could not decode any frame")
+    if fps <= 0:
+        raise InputError(f"{path}: the file states no frame rate")
+    return Video(np.stack(frames), float(fps))
+
+
+def middle_frame_indices(num_frames: int, total: int) -> list[int]:
+    """The release's 'middle' sampling: the middle of each of num_frames equal segments, padded
+    with the last index when the video has fewer frames than asked for."""
+    n = min(num_frames, total)
+    edges = np.linspace(0, total, n + 1).astype(int)
+    idx = [int((a + b - 1) // 2) for a, b in zip(edges[:-1], edges[1:])]
+    return idx + [idx[-1]] * (num_frames - n)
+
+
+def resize_uint8(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """[N,3,H,W] uint8 -> [N,3,size,size] uint8: bicubic antialiased in float, rounded, clamped."""
+    x = F.interpolate(frames.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def mllm_pixels(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """[T,H,W,3] uint8 -> [1, 3, T, size, size] float32, the vision encoder's input."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    x = resize_uint8(t, size).float().div_(255.0)
+    return normalise(x, mean, std).permute(1, 0, 2, 3).unsqueeze(0)
+
+
+def mask_pixels(frames: np.ndarray, size: int, mean, std) -> torch.Tensor:
+    """[T,H,W,3] uint8 -> [T, 3, size, size] float32, the mask image encoder's input."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    x = F.interpolate(t, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    return normalise(x, mean, std)

@@ -1,0 +1,188 @@
+"""Tokenizers: the released one (Mistral SentencePiece + 7 task tokens) and the tiny one we build.
+
+The release's `tokenizer_config.json` names `MultimodalLlamaTokenizer`, a class that exists only in
+the release's own code; we load the same files with transformers' `LlamaTokenizer` directly, so no
+remote code runs and nothing is fetched. Both tokenizers put the 7 task tokens right after the
+SentencePiece pieces, in the release's order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tpo.errors import CheckpointError, ConfigError
+
+
+# The 7 task tokens, in the order the release adds them (ids vocab_base .. vocab_base+6).
+TASK_TOKENS = (
+    "<box_begin>", "<time_begin>", "<temp>", "<boxes>", "<track_begin>", "<tracking>", "<track_box>",
+)
+ASSET_DIR = Path(__file__).parent / "assets" / "tokenizers"
+REFERENCE_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videochat-tpo"
+
+
+@dataclass(frozen=True)
+class TaskTokenIds:
+    """Ids of the task tokens. Triggers are what the LLM emits; placeholders carry task embeddings."""
+
+    box_begin: int
+    time_begin: int
+    temp: int
+    boxes: int
+    track_begin: int
+    tracking: int
+    track_box: int
+    bos: int = 1
+    eos: int = 2
+    video_placeholder: int = 0   # the 96 video slots hold id 0 (<unk>) before the splice
+
+    @property
+    def triggers(self) -> dict[int, str]:
+        """trigger id -> task name."""
+        return {self.box_begin: "region", self.time_begin: "temporal", self.track_begin: "track"}
+
+    @property
+    def placeholders(self) -> dict[str, int]:
+        """task name -> the placeholder id whose embedding the task embedding replaces."""
+        return {"region": self.boxes, "temporal": self.temp, "track": self.tracking}
+
+
+def resolve_tokenizer_dir(name_or_path: str | Path) -> Path:
+    """A folder under model/assets/tokenizers by name, or a path to a tokenizer folder."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if (ASSET_DIR / str(name_or_path)).is_dir():
+        return ASSET_DIR / str(name_or_path)
+    if str(name_or_path) == "videochat-tpo" and REFERENCE_TOKENIZER.is_dir():
+        return REFERENCE_TOKENIZER
+    known = sorted(p.name for p in ASSET_DIR.iterdir()) if ASSET_DIR.is_dir() else []
+    raise ConfigError(f"tokenizer {str(name_or_path)!r} not found: give a folder with tokenizer.model, or one of {known}")
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """A `LlamaTokenizer` from a folder holding `tokenizer.model` (+ added tokens), offline."""
+    from transformers import LlamaTokenizer
+
+    folder = resolve_tokenizer_dir(name_or_path)
+    if not (folder / "tokenizer.model").is_file():
+        raise CheckpointError(f"{folder}: no tokenizer.model in the tokenizer folder")
+    tok = LlamaTokenizer.from_pretrained(str(folder), local_files_only=True, legacy=True)
+    task_token_ids(tok)  # refuses a tokenizer without the task tokens in place
+    return tok
+
+
+def task_token_ids(tok) -> TaskTokenIds:
+    ids = tok.convert_tokens_to_ids(list(TASK_TOKENS))
+    base = len(tok) - len(TASK_TOKENS)
+    if ids != list(range(base, base + len(TASK_TOKENS))):
+        raise CheckpointError(
+            f"tokenizer: task tokens {list(TASK_TOKENS)} must have ids {base}..{base + 6}, got {ids}"
+        )
+    return TaskTokenIds(*ids, bos=tok.bos_token_id, eos=tok.eos_token_id, video_placeholder=0)
+
+
+# ---- the tiny tokenizer -------------------------------------------------------------------------
+
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def tiny_corpus() -> list[str]:
+    """Sentences the tiny model sees: prompt scaffolding, the synthetic queries and their answers."""
+    lines = ["[INST] <Video>", "</Video>[/INST]", " [INST] ", " [/INST] ", "<Image>", "</Image>"]
+    for c in COLOURS:
+        for s in SHAPES:
+            lines += [
+                f"track the {c} {s}", f"where is the {c} {s}?", f"when does the {c} {s} appear?",
+                f"The {c} {s} is here.", f"The {c} {s} appears from 1.5 to 4.0 seconds.",
+                f"what colour is the {s}?", f"It is {c}.", f"{c}", f"{s}", f"the {s} is {c}",
+                f"Tracking the {c} {s}.", f"Locate the {c} {s} in the frame.",
+            ]
+    for w in NUMBER_WORDS:
+        lines += [f"There are {w} shapes.", f"{w}", "how many shapes are there?"]
+    lines += [f"{i}" for i in range(100)] + [f"{i}.{j}" for i in range(13) for j in range(10)]
+    lines += [
+        "Describe the video.", "What happens in the video?", "Yes.", "No.", "I cannot see that.",
+        "The video shows moving shapes on a dark background.", "Answer the question.",
+        "There is nothing to track.", "object", "objects", "frame", "seconds", "video", "image",
+    ]
+    return lines
+
+
+def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 512) -> Path:
+    """Train the tiny SentencePiece model on `tiny_corpus()` and write a loadable tokenizer folder.
+
+    BPE with byte fallback (so any text encodes), `<unk>`=0, `<s>`=1, `</s>`=2 as Mistral; then the
+    task tokens are added after the pieces, as the release adds them.
+    """
+    import io
+
+    import sentencepiece as spm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(tiny_corpus() * 4),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=1,
+        split_digits=True,
+        normalization_rule_name="identity",
+        minloglevel=2,
+    )
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+    n = len(spm.SentencePieceProcessor(model_proto=model.getvalue()))
+    _write_tokenizer_files(out, n)
+    task_token_ids(load_tokenizer(out))
+    return out
+
+
+def _write_tokenizer_files(out: Path, num_pieces: int) -> None:
+    """The same files, with the same fields, as the released tokenizer folder."""
+    special = {0: "<unk>", 1: "<s>", 2: "</s>"}
+    decoder = {
+        str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                 "single_word": False, "special": True}
+        for i, t in special.items()
+    }
+    for i, t in enumerate(TASK_TOKENS):
+        decoder[str(num_pieces + i)] = {"content": t, "lstrip": False, "normalized": True, "rstrip": False,
+                                        "single_word": False, "special": False}
+    config = {
+        "add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": decoder,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>",
+        "clean_up_tokenization_spaces": False, "legacy": True, "spaces_between_special_tokens": False,
+        "tokenizer_class": "LlamaTokenizer", "model_max_length": 4096,
+    }
+    added = {t: num_pieces + i for i, t in enumerate(TASK_TOKENS)}
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"}
+    for name, data in (("tokenizer_config.json", config), ("added_tokens.json", added),
+                       ("special_tokens_map.json", specials)):
+        (out / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tpo.model.tokenizer", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build-tiny", help="train the tiny tokenizer and write it to a folder")
+    b.add_argument("--out", default=str(ASSET_DIR / "tiny"))
+    b.add_argument("--vocab-size", type=int, default=512)
+    args = p.parse_args(argv)
+    out = build_tiny_tokenizer(args.out, args.vocab_size)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -250,23 +250,23 @@ def verify_checkpoint(path: str | Path, config: str | None = None) -> VerifyRepo
             continue
         report.matched += 1
         got = found[name]
-        if report.headers_read and got.file in {s.name for s in present}:
-            if got.shape != exp.shape or got.dtype != exp.dtype:
-                report.mismatched.append({
-                    "name": name, "file": got.file,
-                    "expected": {"shape": list(exp.shape), "dtype": str(exp.dtype).replace("torch.", "")},
-                    "found": {"shape": list(got.shape), "dtype": str(got.dtype).replace("torch.", "")},
-                })
+        from_header = report.headers_read and got.file in {s.name for s in present}
+        if from_header and (got.shape != exp.shape or got.dtype != exp.dtype):
+            report.mismatched.append({
+                "name": name, "file": got.file,
+                "expected": {"shape": list(exp.shape), "dtype": str(exp.dtype).replace("torch.", "")},
+                "found": {"shape": list(got.shape), "dtype": str(got.dtype).replace("torch.", "")},
+            })
     report.unexpected = sorted(set(found) - set(expected))
     report.expected_bytes = sum(i.nbytes for i in expected.values())
     if present and len(present) == len(files.shards):
         report.total_bytes = sum(i.nbytes for i in found.values())
     elif files.index_total_size is not None:
         report.total_bytes = files.index_total_size
-    if files.index_total_size is not None and report.headers_read and len(present) == len(files.shards):
-        if files.index_total_size != report.total_bytes:
-            report.notes.append(
-                f"index total_size {files.index_total_size} != bytes in the shard headers {report.total_bytes}")
+    complete = report.headers_read and len(present) == len(files.shards)
+    if complete and files.index_total_size is not None and files.index_total_size != report.total_bytes:
+        report.notes.append(
+            f"index total_size {files.index_total_size} != bytes in the shard headers {report.total_bytes}")
     return report
 
 

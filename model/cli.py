@@ -130,7 +130,7 @@ def demo(checkpoint: str | None, config: str | None) -> int:
             res = GenerationResult(text="", raw_text="", task=task, token_ids=[trig])
             h = torch.zeros(cfg.llm.hidden_size) + model.task_embedding(task)[0, 0]
             run_head(model, tok, task, h, clip, question, res, None)
-            print(f"  (no trigger emitted; head run on the task embedding to show its output)")
+            print("  (no trigger emitted; head run on the task embedding to show its output)")
         for r in res.region:
             print(f"  region box (px): {[round(v, 1) for v in r.box_xyxy]}")
         for t in res.temporal:

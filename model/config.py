@@ -113,7 +113,6 @@ class TPOConfig:
     temporal_features: str = "external"
     temporal_clip_s: float = 1.0       # seconds of video per temporal-head position
     temporal_clip_frames: int = 8      # frames sampled inside each clip (8 fps for 1 s clips)
-    mask_image_size: int = 1024
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     tokenizer: str = "videochat-tpo"   # folder name under model/assets/tokenizers or a path

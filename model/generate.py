@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from tpo.errors import InputError
 
+from .mask_tracker import upsample_mask_logits
 from .preprocess import Video, mask_pixels, middle_frame_indices, mllm_pixels
 from .prompt import build_prompt
 from .temporal_features import ExternalEncoders, InternalFeatures, TemporalFeatureSource
+from .temporal_head import decode_saliency, decode_windows
 from .tokenizer import TASK_TOKENS, task_token_ids
 
 
@@ -150,27 +151,21 @@ def run_head(model, tokenizer, task: str, h: torch.Tensor, video: Video, questio
             video_feats=feats.video.to(model.dtype), video_mask=feats.video_mask,
             prompt_token=h[None, None].to(model.dtype),
         )
-        duration = feats.video.shape[1] * feats.clip_len_s
-        windows = model.cg_model.decode(out, duration_s=min(duration, video.duration_s))
+        duration = min(feats.video.shape[1] * feats.clip_len_s, video.duration_s)
         result.temporal.append(TemporalResult(
-            windows=windows[0], saliency=out.saliency[0].float().tolist(), clip_len_s=feats.clip_len_s))
+            windows=decode_windows(out, duration_s=duration, clip_len_s=feats.clip_len_s),
+            saliency=decode_saliency(out), clip_len_s=feats.clip_len_s))
     elif task == "track":
         cfg = model.cfg
         sparse = model.track_prompt(h[None]).to(model.dtype)           # (1, 3, C)
-        pixels = mask_pixels(video.frames, cfg.mask_image_size, cfg.pixel_mean, cfg.pixel_std)
-        track = model.sam.track(pixels.to(model.device, model.dtype), sparse)
-        logits = F.interpolate(track.mask_logits.float(), size=(height, width), mode="bilinear", align_corners=False)
-        masks = (logits[:, 0] > 0).cpu().numpy()
-        boxes = [box_from_mask(m) for m in masks]
-        result.track.append(TrackResult(masks=masks, boxes=boxes, scores=track.object_scores.float().tolist()))
+        pixels = mask_pixels(video.frames, cfg.mask_head.image_size, cfg.pixel_mean, cfg.pixel_std)
+        masks, boxes, scores = [], [], []
+        for frame in model.sam.track(pixels.to(model.device, model.dtype), sparse, frame_size=(height, width)):
+            logits = upsample_mask_logits(frame.mask_logits, (height, width))   # (1, 1, H, W)
+            masks.append((logits[0, 0] > 0).cpu().numpy())
+            boxes.append(None if frame.boxes[0] is None else [float(v) for v in frame.boxes[0]])
+            scores.append(float(frame.object_score[0, 0]))
+        result.track.append(TrackResult(masks=np.stack(masks), boxes=boxes, scores=scores))
     else:
         raise AssertionError(task)
 
-
-def box_from_mask(mask: np.ndarray) -> list[float] | None:
-    """[H, W] bool -> [x1, y1, x2, y2] in pixels (x2/y2 exclusive edges), None if empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if ys.size == 0:
-        return None
-    return [float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1)]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tpo.errors import CheckpointError, ConfigError
 
-
 # The 7 task tokens, in the order the release adds them (ids vocab_base .. vocab_base+6).
 TASK_TOKENS = (
     "<box_begin>", "<time_begin>", "<temp>", "<boxes>", "<track_begin>", "<tracking>", "<track_box>",

@@ -24,7 +24,7 @@ from .mask_head import MaskHead
 from .prompt import Prompt
 from .release_names import StateDict, add_prefix, take_prefix
 from .task_adapters import MLP, box_encoder, region_head
-from .temporal_criterion import SetCriterion
+from .temporal_criterion import TemporalCriterion
 from .temporal_head import TemporalHead
 from .vision_encoder import VisionEncoder
 
@@ -57,7 +57,7 @@ class TPOModel(nn.Module):
         # heads
         self.sam = MaskHead(cfg.mask_head)
         self.cg_model = TemporalHead(cfg.temporal_head)
-        self.cg_criterion = SetCriterion(cfg.temporal_head)
+        self.cg_criterion = TemporalCriterion()
         # stored by the release but unused at inference (kept so every tensor has a home)
         self.temporal_embed = MLP(h, h, 2, 2, dropout=0.3)
         self.action_embed = MLP(h, h, 1, 2, dropout=0.3)
@@ -119,8 +119,8 @@ class TPOModel(nn.Module):
 
     def llm_step(self, inputs_embeds: torch.Tensor, past=None):
         """inputs_embeds [1, L, H] (+ cache) -> (logits [1, L, V], final-norm hidden [1, L, H], cache)."""
-        out = self.lm(inputs_embeds=inputs_embeds, past_key_values=past, use_cache=True, output_hidden_states=True)
-        return out.logits, out.hidden_states[-1], out.past_key_values
+        out = self.lm(inputs_embeds=inputs_embeds, cache=past, use_cache=True, output_hidden_states=True)
+        return out.logits, out.hidden_states[-1], out.cache
 
     # ---- the heads' prompts (the task router's outputs) -----------------------------------
     def region_box(self, hidden: torch.Tensor) -> torch.Tensor:

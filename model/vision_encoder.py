@@ -9,7 +9,6 @@ computed, not stored.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -63,7 +65,8 @@ def test_tiny_tokenizer_is_rebuilt_identically(tmp_path, tiny):
     text = "[INST] <Video></Video>[/INST] [INST] when does the blue triangle appear? [/INST] <time_begin><temp>"
     assert rebuilt(text).input_ids == tiny(text).input_ids
     assert len(rebuilt) == len(tiny)
-    assert (out / "tokenizer.model").read_bytes() == (tiny.vocab_file and open(tiny.vocab_file, "rb").read())
+    shipped = Path(tiny.vocab_file).read_bytes()
+    assert (out / "tokenizer.model").read_bytes() == shipped
 
 
 def test_tiny_tokenizer_round_trips_answers(tiny):

@@ -83,8 +83,10 @@ class Connector(nn.Module):
     def __init__(self, cfg: ConnectorConfig, vision_width: int, llm_width: int):
         super().__init__()
         self.cfg = cfg
-        self.query_tokens = nn.Parameter(torch.zeros(1, cfg.num_query_tokens, cfg.width))
-        self.extra_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_extra_query_tokens, cfg.width))
+        # BLIP-2 initialises the queries with N(0, 0.02); zeros would put the embedding LayerNorm at zero
+        # variance, where its gradient is 1/sqrt(eps) = 1e6
+        self.query_tokens = nn.Parameter(torch.randn(1, cfg.num_query_tokens, cfg.width) * 0.02)
+        self.extra_query_tokens = nn.Parameter(torch.randn(1, cfg.num_extra_query_tokens, cfg.width) * 0.02)
         self.text_embeddings = QFormerTextEmbeddings(cfg)
         self.qformer = Blip2QFormerModel(qformer_config(cfg, vision_width))
         self.project_up = nn.Linear(cfg.width, llm_width)

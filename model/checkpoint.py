@@ -128,6 +128,15 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     return out
 
 
+def default_checkpoint() -> Path:
+    """The checkpoint shipped as package data: `model/assets/checkpoints/tiny` (with its tokenizer)."""
+    path = Path(__file__).parent / "assets" / "checkpoints" / "tiny"
+    if not (path / INDEX_NAME).is_file():
+        raise CheckpointError(f"no embedded checkpoint at {path} (no {INDEX_NAME}): train one with tpo-train "
+                              "into that folder, or pass --checkpoint DIR")
+    return path
+
+
 def resolve_checkpoint(path: str | Path, allow_pickle: bool = False) -> CheckpointFiles:
     """A folder, a `.safetensors` file or a `model.safetensors.index.json` -> the files it means."""
     p = Path(path)

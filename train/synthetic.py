@@ -457,7 +457,9 @@ def make_queries(clip: Clip, clip_index: int, rng: np.random.Generator, config: 
                          route=ROUTES[task], question=question, answer=answer, **kw))
 
     for _ in range(config.queries_per_task):
-        k = int(rng.integers(n))
+        # tracking is prompted on frame 0 (as the release does): ask about an object well visible there
+        first = [k for k in range(n) if clip.areas[0, k] >= 0.5 * clip.areas[:, k].max() > 0]
+        k = int(first[rng.integers(len(first))]) if first else int(rng.integers(n))
         add("track", f"track the {objs[k].name}", f"Tracking the {objs[k].name}.", object_id=k)
 
         k = int(rng.integers(n))

@@ -1,0 +1,382 @@
+"""Stage 0: pretrain the tiny SAM2 mask head on synthetic clips, then freeze it.
+
+No pretrained SAM2 exists at the tiny size, so the head learns SAM2's video task from scratch: a box prompt
+on one frame gives a mask there, and the memory path (memory encoder + memory attention + object pointers)
+carries the object through the following frames. The release freezes SAM2 while training the rest of the
+model; `freeze_mask_head` does that afterwards.
+
+One training sample is a window of `clip_frames` frames of a synthetic clip, `stride` frames apart
+(forwards or backwards in time, maybe mirrored left-right). Its first frame is prompted with SAM2's own box
+embedding of the ground-truth box; the others are tracked exactly as `mask_tracker.track_next_frame` does
+(same memory slots, time rows and pointer choice), but with gradients through all frames. Losses per frame
+follow SAM2's training recipe (`sam2/training/loss_fns.py`): focal 20 : dice 1 on the mask logits upsampled
+to image_size (vs the ground-truth mask resized to image_size), on the best of the multimask outputs on
+tracked frames; IoU-prediction MSE on every output mask; object-score BCE. Mask and IoU losses count only
+where the object is visible.
+
+    pretrain_mask_head(head, steps, seed)   trains in place, returns a summary
+    evaluate_mask_head(head, clips, seed)   J&F, success AUC, precision@20px with `mask_tracker.track`
+    freeze_mask_head(head)                  eval mode, no gradients
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tpo.errors import ConfigError
+from tpo.model.mask_head import NO_OBJECT_SCORE, MaskHead
+from tpo.model.mask_tracker import track, upsample_mask_logits
+from tpo.model.preprocess import mask_pixels
+
+from .metrics import jf_score, tracking_precision, tracking_success_auc
+from .synthetic import Clip, SceneConfig, make_clip
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # as `TPOConfig.pixel_mean` / `pixel_std`
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Training clips: the generator's defaults, but short, so that a pool of many scenes is quick to render and small.
+PRETRAIN_SCENE = SceneConfig(duration_range_s=(2.0, 4.0))
+# SAM2's loss weights (sam2/configs/sam2.1_training: loss_mask 20, loss_dice 1, loss_iou 1, loss_class 1)
+# and its focal-loss parameters.
+LOSS_WEIGHTS = {"focal": 20.0, "dice": 1.0, "iou": 1.0, "object": 1.0}
+FOCAL_ALPHA = 0.25
+FOCAL_GAMMA = 2.0
+# A prompted object shows at least this many pixels in the source frame (tiny slivers make useless prompts).
+MIN_PROMPT_AREA_PX = 64
+
+
+# ------------------------------------------------------------------------------------------------ data
+@dataclass
+class Window:
+    """One training sample: F frames of one object (S = image_size)."""
+
+    pixels: Tensor  # [F, 3, S, S] float32, ImageNet-normalised
+    masks: Tensor  # [F, 1, S, S] float32 in {0, 1}, the object's visible pixels resized to S x S
+    present: Tensor  # [F] float32, 1 where the object has a visible pixel
+    box: Tensor  # [4] float32, frame 0's box x1, y1, x2, y2 normalised to [0, 1] of the frame
+
+
+def make_clip_pool(clips: int, seed: int, scene: SceneConfig = PRETRAIN_SCENE) -> list[Clip]:
+    """Render `clips` training clips of the stream `seed` (clip i is `make_clip(i, seed, scene)`)."""
+    return [make_clip(i, seed, scene) for i in range(clips)]
+
+
+def sample_window(
+    pool: list[Clip], rng: np.random.Generator, frames: int, max_stride: int, image_size: int
+) -> Window:
+    """Draw a window: clip, object, direction, stride, first frame, mirror. Only `rng` decides it."""
+    while True:
+        clip = pool[int(rng.integers(len(pool)))]
+        k = int(rng.integers(clip.areas.shape[1]))
+        stride = int(rng.integers(1, max_stride + 1))
+        backwards = bool(rng.integers(2))
+        span = stride * (frames - 1)
+        t = np.arange(clip.num_frames)
+        fits = t - span >= 0 if backwards else t + span < clip.num_frames
+        starts = np.flatnonzero(fits & (clip.areas[:, k] >= MIN_PROMPT_AREA_PX))
+        if starts.size:
+            break
+    start = int(starts[rng.integers(starts.size)])
+    index = start + (-stride if backwards else stride) * np.arange(frames)
+    rgb = clip.frames[index]  # (F, H, W, 3)
+    masks = clip.labels[index] == k + 1  # (F, H, W)
+    box = clip.boxes[start, k].astype(np.float64)
+    height, width = masks.shape[1:]
+    if rng.integers(2):  # mirror left-right
+        rgb, masks = rgb[:, :, ::-1], masks[:, :, ::-1]
+        box = np.array([width - box[2], box[1], width - box[0], box[3]])
+    gt = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]  # (F, 1, H, W)
+    gt = F.interpolate(gt, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    return Window(
+        pixels=mask_pixels(rgb, image_size, IMAGENET_MEAN, IMAGENET_STD),
+        masks=(gt >= 0.5).float(),
+        present=torch.from_numpy(masks.any(axis=(1, 2))).float(),
+        box=torch.tensor(box / [width, height, width, height], dtype=torch.float32),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- forward
+@dataclass
+class FrameOutput:
+    """Raw decoder outputs of one frame for B objects (M = 1 on the prompted frame, 3 on tracked frames)."""
+
+    mask_logits: Tensor  # [B, M, S/4, S/4] every output mask, before the absent-object score is written
+    iou: Tensor  # [B, M] predicted IoU per mask
+    object_score: Tensor  # [B, 1] logit, > 0 = object present
+
+
+def _decode_raw(head: MaskHead, image: Tensor, s4: Tensor, s8: Tensor, prompt: Tensor, multimask: bool):
+    """`MaskHead.decode` keeping every output mask, and the (chosen mask, pointer) the tracker would store.
+
+    The chosen mask and pointer follow `MaskHead.decode` in training mode (token 0 when not multimask, else the
+    best predicted IoU; NO_OBJECT_SCORE and `no_object_pointer` where the object score is <= 0).
+    """
+    batch, _, h, w = image.shape
+    image_pe = head.image_positional_encoding().to(image.dtype).expand(batch, -1, -1, -1)
+    dense = head.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+    masks, iou, tokens, object_score = head.mask_decoder(
+        image_embeddings=image,
+        image_positional_embeddings=image_pe,
+        sparse_prompt_embeddings=prompt.unsqueeze(1),  # (B, point batch 1, N, C)
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+        high_resolution_features=[s4, s8],
+    )
+    masks, iou, tokens, object_score = masks[:, 0], iou[:, 0], tokens[:, 0], object_score[:, 0]
+    # masks (B, M, 4h, 4w), iou (B, M), tokens (B, M, C), object_score (B, 1)
+    best = iou.detach().argmax(dim=-1)  # (B,)
+    rows = torch.arange(batch)
+    present = (object_score > 0).to(masks.dtype)  # (B, 1)
+    chosen = torch.where(present[:, :, None, None] > 0, masks[rows, best][:, None], NO_OBJECT_SCORE)
+    pointer = head.object_pointer_proj(tokens[rows, best])  # (B, C)
+    pointer = present * pointer + (1 - present) * head.no_object_pointer
+    return FrameOutput(masks, iou, object_score), chosen, pointer
+
+
+def forward_windows(head: MaskHead, pixels: Tensor, boxes: Tensor) -> list[FrameOutput]:
+    """Prompt frame 0 of each window with its box and track the rest, with gradients.
+
+    pixels: [B, F, 3, S, S] float32 normalised frames; boxes: [B, 4] normalised x1, y1, x2, y2 on frame 0.
+    Frame t attends to what `track_next_frame` would give it: frame 0's memory (time row num_maskmem - 1) and
+    frames t-1 .. t-(num_maskmem-1) (row t - f - 1); pointers of frame 0 and frames t-1 .. t-(max_pointers-1).
+    Returns one `FrameOutput` per frame.
+    """
+    cfg = head.config
+    batch, num_frames = pixels.shape[:2]
+    features = head.encode_image(pixels.flatten(0, 1))  # every frame at once: (B*F, ...)
+    image, image_pos, s4, s8 = (x.unflatten(0, (batch, num_frames)) for x in (
+        features.image, features.image_pos, features.high_res_s4, features.high_res_s8))  # (B, F, ...)
+
+    out, mask, pointer = _decode_raw(
+        head, head.add_no_memory(image[:, 0]), s4[:, 0], s8[:, 0], head.prompt_embedding(boxes), multimask=False
+    )
+    memory = head.encode_memory(image[:, 0], mask, is_conditioning_frame=True)
+    memories, pointers, outputs = [memory], [pointer], [out]
+    empty = head.empty_prompt(batch)
+    for t in range(1, num_frames):
+        frames = [0] + [f for f in range(max(1, t - cfg.num_maskmem + 1), t)]
+        pointer_frames = [0] + [f for f in range(max(1, t - cfg.max_object_pointers + 1), t)]
+        memory_time = torch.tensor([cfg.num_maskmem - 1 if f == 0 else t - f - 1 for f in frames]).expand(batch, -1)
+        conditioned = head.attend_memory(
+            image[:, t],
+            image_pos[:, t],
+            torch.stack([memories[f].memory for f in frames], dim=1),  # (B, K, Cm, h, w)
+            torch.stack([memories[f].memory_pos for f in frames], dim=1),
+            memory_time,
+            torch.ones(batch, len(frames), dtype=torch.bool),
+            torch.stack([pointers[f] for f in pointer_frames], dim=1),  # (B, P, C)
+            torch.ones(batch, len(pointer_frames), dtype=torch.bool),
+        )
+        out, mask, pointer = _decode_raw(head, conditioned, s4[:, t], s8[:, t], empty, multimask=True)
+        memories.append(head.encode_memory(image[:, t], mask, is_conditioning_frame=False))
+        pointers.append(pointer)
+        outputs.append(out)
+    return outputs
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def frame_losses(out: FrameOutput, gt: Tensor, present: Tensor) -> dict[str, Tensor]:
+    """SAM2's per-frame losses, each averaged over the B objects.
+
+    gt: [B, 1, S, S] float {0, 1} masks at image_size; present: [B] float, 1 where the object is visible.
+    The mask loss (focal, dice) is that of the output mask with the lowest 20 * focal + dice; the IoU head
+    learns the real IoU of every output mask; mask and IoU terms count only where the object is visible.
+    """
+    size = gt.shape[-2:]
+    logits = F.interpolate(out.mask_logits.float(), size=size, mode="bilinear", align_corners=False)  # (B, M, S, S)
+    target = gt.expand_as(logits)
+    prob = logits.sigmoid()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    alpha_t = FOCAL_ALPHA * target + (1 - FOCAL_ALPHA) * (1 - target)
+    focal = (alpha_t * bce * (1 - p_t) ** FOCAL_GAMMA).flatten(2).mean(-1)  # (B, M)
+    dice = 1 - (2 * (prob * target).flatten(2).sum(-1) + 1) / (prob.flatten(2).sum(-1) + target.flatten(2).sum(-1) + 1)
+    combined = LOSS_WEIGHTS["focal"] * focal + LOSS_WEIGHTS["dice"] * dice
+    best = combined.detach().argmin(dim=-1, keepdim=True)  # (B, 1)
+    with torch.no_grad():
+        hard = logits > 0
+        inter = (hard & (target > 0)).flatten(2).sum(-1).float()
+        union = (hard | (target > 0)).flatten(2).sum(-1).float()
+        true_iou = inter / union.clamp(min=1)  # (B, M)
+    iou = ((out.iou.float() - true_iou) ** 2).mean(-1)  # (B,)
+    obj = F.binary_cross_entropy_with_logits(out.object_score.float()[:, 0], present, reduction="none")
+    return {
+        "focal": (focal.gather(1, best)[:, 0] * present).mean(),
+        "dice": (dice.gather(1, best)[:, 0] * present).mean(),
+        "iou": (iou * present).mean(),
+        "object": obj.mean(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- training
+def pretrain_mask_head(
+    head: MaskHead,
+    steps: int = 400,
+    seed: int = 0,
+    *,
+    lr: float = 1e-3,
+    batch: int = 4,
+    clip_frames: int = 4,
+    max_stride: int = 4,
+    pool_clips: int = 64,
+    warmup_steps: int = 20,
+    weight_decay: float = 0.05,
+    max_grad_norm: float = 1.0,
+    scene: SceneConfig = PRETRAIN_SCENE,
+    log: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train `head` in place on box-prompted windows of synthetic clips; returns a summary.
+
+    steps: optimiser steps of `batch` windows, each `clip_frames` frames (1 prompted + tracked ones) with
+      frames 1..`max_stride` apart; the clips come from a pool of `pool_clips` rendered from `scene` and `seed`.
+    lr: AdamW peak rate, reached after `warmup_steps` linear steps, then cosine to 0.
+    log: called after every step with {step, loss, focal, dice, iou, object, lr, seconds}.
+    Deterministic for a seed: the pool, the windows and the dropout draws depend only on the arguments
+    (the caller's global torch RNG state is left as it was). Returns {steps, seconds, loss_first, loss_last}
+    (mean loss of the first and last 10% of steps).
+    """
+    if steps < 1 or batch < 1 or clip_frames < 1 or max_stride < 1 or pool_clips < 1:
+        raise ConfigError(
+            f"need steps, batch, clip_frames, max_stride, pool_clips >= 1; got steps={steps}, batch={batch}, "
+            f"clip_frames={clip_frames}, max_stride={max_stride}, pool_clips={pool_clips}"
+        )
+    start_time = time.perf_counter()
+    pool = make_clip_pool(pool_clips, seed, scene)
+    rng = np.random.default_rng([seed, 1])
+    params = [p for p in head.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimiser = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    losses: list[float] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="mask pretrain", unit="step")
+    was_training = head.training
+    head.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for step in range(steps):
+            step_start = time.perf_counter()
+            windows = [sample_window(pool, rng, clip_frames, max_stride, head.config.image_size) for _ in range(batch)]
+            outputs = forward_windows(
+                head, torch.stack([w.pixels for w in windows]), torch.stack([w.box for w in windows])
+            )
+            parts = {name: torch.zeros(()) for name in LOSS_WEIGHTS}
+            for t, out in enumerate(outputs):
+                frame = frame_losses(
+                    out, torch.stack([w.masks[t] for w in windows]), torch.stack([w.present[t] for w in windows])
+                )
+                for name, value in frame.items():
+                    parts[name] = parts[name] + value / len(outputs)
+            loss = sum(LOSS_WEIGHTS[name] * value for name, value in parts.items())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimiser.step()
+            scheduler.step()
+            losses.append(loss.item())
+            record = {
+                "step": step,
+                "loss": losses[-1],
+                **{name: value.item() for name, value in parts.items()},
+                "lr": optimiser.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - step_start,
+            }
+            if log is not None:
+                log(record)
+            if bar is not None:
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                bar.update()
+    head.train(was_training)
+    if bar is not None:
+        bar.close()
+    tenth = max(1, steps // 10)
+    return {
+        "steps": steps,
+        "seconds": time.perf_counter() - start_time,
+        "loss_first": float(np.mean(losses[:tenth])),
+        "loss_last": float(np.mean(losses[-tenth:])),
+    }
+
+
+def freeze_mask_head(head: MaskHead) -> MaskHead:
+    """Freeze the pretrained head as the release does: eval mode, no parameter takes gradients."""
+    head.eval()
+    head.requires_grad_(False)
+    return head
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+def _track_object(clip: Clip) -> int:
+    """The clip's tracking query object (well visible in frame 0), else its largest object in frame 0."""
+    for query in clip.queries:
+        if query.task == "track" and query.object_id is not None and clip.areas[0, query.object_id] > 0:
+            return query.object_id
+    return int(np.argmax(clip.areas[0]))
+
+
+@torch.no_grad()
+def evaluate_mask_head(
+    head: MaskHead, clips: int, seed: int, *, scene: SceneConfig | None = None, max_frames: int | None = None
+) -> dict:
+    """Track held-out clips with `mask_tracker.track`, prompted with the ground-truth frame-0 box's embedding.
+
+    clips: how many clips `make_clip(i, seed, scene)` (scene: the generator's defaults unless given); each is
+    tracked over all its frames (the first `max_frames` if given) for its tracking-query object. Masks are
+    the low-res logits upsampled to the frame size, boxes the masks' boxes. Returns the means over clips of
+    J, F, J&F (every frame, DAVIS), success AUC and precision at 20 px (OTB, frames with the object visible),
+    all in [0, 1], plus {clips, frames, seconds}.
+    """
+    if clips < 1:
+        raise ConfigError(f"evaluate_mask_head needs clips >= 1, got {clips}")
+    start_time = time.perf_counter()
+    was_training = head.training
+    head.eval()
+    size = head.config.image_size
+    scores: dict[str, list[float]] = {"J": [], "F": [], "J&F": [], "success_auc": [], "precision_20px": []}
+    total_frames = 0
+    for i in range(clips):
+        clip = make_clip(i, seed, scene)
+        k = _track_object(clip)
+        num_frames = clip.num_frames if max_frames is None else min(max_frames, clip.num_frames)
+        height, width = clip.labels.shape[1:]
+        box = torch.tensor(clip.boxes[0, k] / [width, height, width, height], dtype=torch.float32)[None]
+        pixels = mask_pixels(clip.frames[:num_frames], size, IMAGENET_MEAN, IMAGENET_STD)
+        pred_masks, pred_boxes = [], []
+        for result in track(head, pixels, head.prompt_embedding(box), (height, width)):
+            pred_masks.append((upsample_mask_logits(result.mask_logits, (height, width)) > 0)[0, 0].numpy())
+            pred_boxes.append(result.boxes[0])
+        gt_masks = clip.masks(k)[:num_frames]
+        gt_boxes = [clip.box(t, k) for t in range(num_frames)]
+        jf = jf_score(pred_masks, gt_masks)
+        for name in ("J", "F", "J&F"):
+            scores[name].append(jf[name])
+        scores["success_auc"].append(tracking_success_auc(pred_boxes, gt_boxes))
+        scores["precision_20px"].append(tracking_precision(pred_boxes, gt_boxes))
+        total_frames += num_frames
+    head.train(was_training)
+    return {
+        **{name: float(np.mean(values)) for name, values in scores.items()},
+        "clips": clips,
+        "frames": total_frames,
+        "seconds": time.perf_counter() - start_time,
+    }

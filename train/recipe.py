@@ -1,0 +1,350 @@
+"""The TPO training recipe at tiny scale: stage 0 (mask head), 1 (task assignment), 2 (heads and task
+embeddings), 3 (joint co-training with conversation data).
+
+Deviation from the release, forced by scale: the release starts from a pretrained Mistral and trains
+LoRA only; no pretrained tiny LLM exists, so stages 1 and 3 also train the LLM's base weights (and
+the vision encoder and connector, which the release also trains). The mask head is pretrained here
+(stage 0) and then frozen, as the release freezes SAM2.
+
+Everything is deterministic for a seed: the batch of step k of stage s is drawn from a generator
+seeded with (seed, s, k), and torch's generator is reseeded the same way, so a resumed run takes
+exactly the steps an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from tpo.errors import ConfigError
+from tpo.model.config import load_config
+from tpo.model.prompt import Prompt
+from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
+from tpo.model.tpo_model import TPOModel, build_model
+
+from .losses import region_loss, temporal_targets, track_loss
+from .samples import Sample, build_pool, frames_to_pixels, temporal_inputs
+
+HEADS = ("region", "temporal", "track")
+STAGES = (0, 1, 2, 3)
+
+
+@dataclass
+class RecipeConfig:
+    """The tiny recipe. Every default lives here; the CLI reads them from this dataclass."""
+
+    config: str = "tiny"
+    seed: int = 0
+    train_clips: int = 300          # synthetic clips in the training pool (4 queries each)
+    batch_size: int = 16            # samples per step, taken as whole clips (all queries of a clip share its frames)
+    stage0_steps: int = 0           # 0: the mask head pretraining's own default
+    stage1_steps: int = 300
+    stage2_steps: int = 150
+    stage3_steps: int = 900
+    lr: float = 1e-3
+    weight_decay: float = 0.02
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.05       # cosine to 5% of the peak, as the release
+    grad_clip: float = 1.0
+    temporal_weight: float = 0.05   # the release's factor on CG-DETR's set criterion
+    heads: tuple[str, ...] = HEADS
+    stages: tuple[int, ...] = STAGES
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        bad = [h for h in self.heads if h not in HEADS]
+        if bad or not self.heads:
+            raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(HEADS)}")
+        bad_stages = [s for s in self.stages if s not in STAGES]
+        if bad_stages or not self.stages:
+            raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")
+
+    def steps(self, stage: int) -> int:
+        return getattr(self, f"stage{stage}_steps")
+
+
+@dataclass
+class TrainState:
+    stage: int = 1
+    step: int = 0
+    done_stages: list[int] = field(default_factory=list)
+
+
+# ---- what each stage trains -------------------------------------------------------------------------
+
+def trainable_parameters(model: TPOModel, stage: int) -> list[torch.nn.Parameter]:
+    """Stage 1: vision, connector, LLM and task embeddings on the LM loss. Stage 2: heads and task
+    embeddings. Stage 3: everything but the frozen mask head."""
+    names = {
+        1: ("vision_encoder.", "vision_layernorm.", "connector.", "lm.", "box_token", "temporal_token", "track_token"),
+        2: ("loc_decoder.", "track_embed.", "track_embed_decode2.", "cg_model.", "box_token", "temporal_token",
+            "track_token"),
+    }
+    params = []
+    for name, p in model.named_parameters():
+        if name.startswith("sam."):
+            wanted = False
+        elif stage == 3:
+            wanted = not name.startswith(("loc_encoder.", "temporal_embed.", "action_embed.", "merge_proj.",
+                                          "project_down."))
+        else:
+            wanted = name.startswith(names[stage])
+        p.requires_grad_(wanted)
+        if wanted:
+            params.append(p)
+    return params
+
+
+def lr_at(step: int, total: int, rc: RecipeConfig) -> float:
+    warm = max(1, int(rc.warmup_frac * total))
+    if step < warm:
+        return rc.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return rc.lr * (rc.min_lr_frac + (1 - rc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---- one step ----------------------------------------------------------------------------------------
+
+def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: int,
+                 rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """LM loss on every sample (stages 1, 3) and each head's loss on its samples (stages 2, 3)."""
+    cfg = model.cfg
+    ids_of = {"region": None, "temporal": None, "track": None}
+    visual = [None] * len(batch)
+    # queries of one clip share its frames: encode each distinct frame stack once
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(batch):
+        groups.setdefault(id(s.frames), []).append(i)
+    for media in ("video", "image"):
+        keys = [k for k, idx in groups.items() if (batch[idx[0]].task == "region") == (media == "image")]
+        if keys:
+            pixels = torch.stack([frames_to_pixels(batch[groups[k][0]].frames, cfg) for k in keys])  # (n,3,T,S,S)
+            out = model.encode_visual(pixels)
+            for j, k in enumerate(keys):
+                for i in groups[k]:
+                    visual[i] = out[j: j + 1]
+    embeds = []
+    for s, v in zip(batch, visual):
+        prompt = Prompt(s.input_ids, s.visual_mask, torch.zeros(0, dtype=torch.long))
+        placeholders = {}
+        if s.placeholder >= 0:
+            placeholders = {s.route: int(s.input_ids[s.placeholder])}
+            ids_of[s.route] = placeholders[s.route]
+        embeds.append(model.embed_prompt(prompt, v, placeholders)[0])
+    b, lmax, h = len(batch), max(e.shape[0] for e in embeds), embeds[0].shape[1]
+    x = embeds[0].new_zeros(b, lmax, h)
+    mask = torch.zeros(b, lmax, dtype=torch.long)
+    labels = torch.full((b, lmax), -100, dtype=torch.long)
+    for i, (e, s) in enumerate(zip(embeds, batch)):
+        x[i, : e.shape[0]], mask[i, : e.shape[0]], labels[i, : e.shape[0]] = e, 1, s.labels
+    out = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    losses: dict[str, torch.Tensor] = {}
+    if stage in (1, 3):
+        logits = out.logits[:, :-1].float()
+        losses["lm"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                       ignore_index=-100)
+    if stage in (2, 3):
+        hidden = out.hidden_states[-1]
+        for task in rc.heads:
+            rows = [i for i, s in enumerate(batch) if s.route == task]
+            if not rows:
+                continue
+            hs = torch.stack([hidden[i, batch[i].placeholder] for i in rows])          # (n, H)
+            if task == "region":
+                target = torch.stack([batch[i].box for i in rows])
+                losses["region"] = region_loss(model.region_box(hs), target)
+            elif task == "track":
+                boxes = torch.stack([batch[i].box for i in rows])
+                with torch.no_grad():
+                    target = model.sam.prompt_embedding(boxes)                          # (n, 3, C)
+                losses["track"] = track_loss(model.track_prompt(hs), target, model.track_embed_decode2(hs), boxes)
+            else:
+                samples = [batch[i] for i in rows]
+                feats = temporal_inputs(model, samples)
+                result = model.cg_model(
+                    text_feats=feats["text"], text_mask=feats["text_mask"], video_feats=feats["video"],
+                    video_mask=feats["video_mask"], prompt_token=hs[:, None],
+                    relevant_clips=feats["saliency"], video_ids=[s.clip for s in samples],
+                )
+                targets = temporal_targets([s.spans for s in samples], feats["saliency"],
+                                           [int(m.sum()) for m in feats["video_mask"]], rng)
+                parts = model.cg_criterion(result, targets)
+                losses["temporal"] = rc.temporal_weight * model.cg_criterion.weighted_total(parts)
+    return losses
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------
+
+def save_state(out: Path, model: TPOModel, optimizer: torch.optim.Optimizer | None, state: TrainState,
+               rc: RecipeConfig) -> None:
+    """out/state: weights (safetensors, release names), optimizer (tensors only), position; atomic."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".state.", dir=out))
+    weights = {k: v.detach().contiguous() for k, v in model.release_state_dict().items()}
+    save_file(weights, str(tmp / "model.safetensors"))
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"train": dataclasses.asdict(state),
+                                                "recipe": dataclasses.asdict(rc)}, indent=2))
+    final = out / "state"
+    old = out / ".state.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_state(out: Path, model: TPOModel, rc: RecipeConfig) -> tuple[TrainState, dict | None]:
+    saved = json.loads((out / "state" / "state.json").read_text())
+    mine = json.loads(json.dumps(dataclasses.asdict(rc)))
+    theirs = {k: v for k, v in saved["recipe"].items() if k != "stages"}
+    if {k: v for k, v in mine.items() if k != "stages"} != theirs:
+        diff = sorted(k for k in theirs if theirs[k] != mine.get(k))
+        raise ConfigError(f"{out}: holds a run with other settings ({diff}); use another --out to start afresh")
+    weights = load_file(str(out / "state" / "model.safetensors"))
+    model.load_state_dict(TPOModel.release_to_ours(weights), strict=True)
+    opt_path = out / "state" / "optimizer.pt"
+    opt = torch.load(opt_path, weights_only=True) if opt_path.exists() else None
+    return TrainState(**saved["train"]), opt
+
+
+# ---- the loop ----------------------------------------------------------------------------------------
+
+def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int, state: TrainState,
+              out: Path, log: Callable[[dict], None], opt_state: dict | None, progress: bool) -> None:
+    total = rc.steps(stage)
+    params = trainable_parameters(model, stage)
+    optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=rc.weight_decay)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)
+    def wanted(s: Sample) -> bool:
+        if stage == 2:   # heads and task embeddings: visual-task data only
+            return s.route in rc.heads
+        return s.route == "none" or s.route in rc.heads
+
+    by_clip: dict[str, list[int]] = {}
+    for i, s in enumerate(pool):
+        if wanted(s):
+            by_clip.setdefault(s.clip, []).append(i)
+    clips = sorted(by_clip)
+    per_clip = max(len(v) for v in by_clip.values())
+    n_clips = max(1, rc.batch_size // per_clip)
+    model.train()
+    model.sam.eval()
+    bar = tqdm(total=total, initial=state.step, desc=f"stage {stage}", disable=not progress)
+    while state.step < total:
+        t0 = time.time()
+        gen = np.random.default_rng([rc.seed, stage, state.step])
+        torch.manual_seed(int(gen.integers(2**31)))
+        chosen = gen.choice(len(clips), size=min(n_clips, len(clips)), replace=False)
+        batch = [pool[i] for c in chosen for i in by_clip[clips[c]]]
+        lr = lr_at(state.step, total, rc)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = batch_losses(model, batch, rc, stage, torch.Generator().manual_seed(int(gen.integers(2**31))))
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, rc.grad_clip)
+        optimizer.step()
+        state.step += 1
+        record = {"stage": stage, "step": state.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(norm),
+                  "seconds": round(time.time() - t0, 3), **{k: float(v.detach()) for k, v in losses.items()}}
+        log(record)
+        bar.update(1)
+        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()})
+        if state.step % rc.checkpoint_every == 0 and state.step < total:
+            save_state(out, model, optimizer, state, rc)
+    bar.close()
+    model.eval()
+
+
+def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Callable[[dict], None] | None = None):
+    """Run the recipe into `out` (resuming from out/state if present); returns the trained model."""
+    from .mask_pretrain import pretrain_mask_head
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    cfg = load_config(rc.config)
+    tok = load_tokenizer(cfg.tokenizer)
+    torch.manual_seed(rc.seed)
+    model = build_model(cfg)
+    state, opt_state = TrainState(), None
+    if (out / "state" / "state.json").is_file():
+        state, opt_state = load_state(out, model, rc)
+    log_file = open(out / "log.jsonl", "a")   # noqa: SIM115 (closed below; written every step)
+
+    def log(record: dict) -> None:
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+        if log_echo is not None:
+            log_echo(record)
+
+    try:
+        if 0 in rc.stages and 0 not in state.done_stages:
+            t0 = time.time()
+            kwargs = {"steps": rc.stage0_steps} if rc.stage0_steps else {}
+            metrics = pretrain_mask_head(model.sam, seed=rc.seed, log=lambda r: log({"stage": 0, **r}),
+                                         progress=progress, **kwargs)
+            log({"stage": 0, "done": True, "seconds": round(time.time() - t0, 1), **(metrics or {})})
+            state.done_stages.append(0)
+            state.stage, state.step = 1, 0
+            save_state(out, model, None, state, rc)
+            opt_state = None
+        later = [s for s in (1, 2, 3) if s in rc.stages and s not in state.done_stages]
+        pool = build_pool(cfg, tok, rc.train_clips, rc.seed, progress=progress) if later else []
+        for stage in later:
+            if state.stage != stage:
+                state.stage, state.step, opt_state = stage, 0, None
+            t0 = time.time()
+            run_stage(model, pool, rc, stage, state, out, log, opt_state, progress)
+            opt_state = None
+            state.done_stages.append(stage)
+            log({"stage": stage, "done": True, "seconds": round(time.time() - t0, 1)})
+            save_state(out, model, None, state, rc)
+    finally:
+        log_file.close()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval(), tok
+
+
+
+
+def finish(model: TPOModel, tok, out: str | Path, rc: RecipeConfig, eval_clips: int = 0,
+           progress: bool = False) -> Path:
+    """Write out/checkpoint (fp16, release layout, with the tokenizer); with eval_clips, score it on
+    held-out clips (seed + 1000) and write out/metrics.json."""
+    from tpo.model.checkpoint import save_checkpoint
+
+    out = Path(out)
+    path = save_checkpoint(model, out / "checkpoint", dtype=torch.float16,
+                           tokenizer_dir=resolve_tokenizer_dir(model.cfg.tokenizer), overwrite=True)
+    if eval_clips:
+        from tpo.model.checkpoint import load_checkpoint
+
+        from .data import Dataset
+        from .evaluate import evaluate
+        from .synthetic import make_clip
+
+        shipped, _ = load_checkpoint(path, dtype="fp32")
+        held_out = Dataset(root=Path(f"synthetic(seed={rc.seed + 1000})"), meta={},
+                           clips=[make_clip(i, rc.seed + 1000) for i in range(eval_clips)])
+        metrics = evaluate(shipped, tok, held_out, progress=progress)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return path

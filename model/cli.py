@@ -94,13 +94,19 @@ def demo(checkpoint: str | None, config: str | None) -> int:
     """Run `generate` on a generated clip for each task and print what each head returned."""
     import torch
 
+    from tpo.errors import CheckpointError
+
+    from .checkpoint import default_checkpoint, load_checkpoint
     from .demo import demo_video
     from .generate import generate
     from .tokenizer import load_tokenizer
 
+    if checkpoint is None and config in (None, "tiny"):
+        try:
+            checkpoint = str(default_checkpoint())
+        except CheckpointError as e:
+            print(f"note: {e}; showing random weights instead", file=sys.stderr)
     if checkpoint is not None:
-        from .checkpoint import load_checkpoint
-
         model, cfg = load_checkpoint(checkpoint, config=config, dtype="fp32")
         tok = load_tokenizer(checkpoint)
         source = checkpoint
@@ -112,7 +118,7 @@ def demo(checkpoint: str | None, config: str | None) -> int:
         torch.manual_seed(0)
         model = build_model(cfg)
         tok = load_tokenizer(cfg.tokenizer)
-        source = f"random weights ({cfg.name}): no trained checkpoint yet, so answers are noise"
+        source = f"RANDOM weights ({cfg.name}): no trained checkpoint, so answers are noise"
     print(f"model: {source}")
     video = demo_video()
     print(f"clip: {video.frames.shape[0]} frames {video.size_hw[1]}x{video.size_hw[0]} at {video.fps} fps")

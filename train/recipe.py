@@ -279,7 +279,7 @@ def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Ca
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(int(os.environ.get("TPO_THREADS", min(2, os.cpu_count() or 1))))
     cfg = load_config(rc.config)
     tok = load_tokenizer(cfg.tokenizer)
     torch.manual_seed(rc.seed)

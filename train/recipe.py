@@ -49,12 +49,12 @@ class RecipeConfig:
 
     config: str = "tiny"
     seed: int = 0
-    train_clips: int = 300          # synthetic clips in the training pool (4 queries each)
+    train_clips: int = 200          # synthetic clips in the training pool (4 queries each)
     batch_size: int = 16            # samples per step, taken as whole clips (all queries of a clip share its frames)
-    stage0_steps: int = 0           # 0: the mask head pretraining's own default
-    stage1_steps: int = 300
-    stage2_steps: int = 150
-    stage3_steps: int = 900
+    stage0_steps: int = 150         # 0: the mask head pretraining's own default
+    stage1_steps: int = 200
+    stage2_steps: int = 100
+    stage3_steps: int = 400
     lr: float = 1e-3
     weight_decay: float = 0.02
     warmup_frac: float = 0.05

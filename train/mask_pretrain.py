@@ -25,14 +25,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoAttention
 
 from tpo.errors import ConfigError
-from tpo.model.mask_head import NO_OBJECT_SCORE, MaskHead
+from tpo.model.mask_head import NO_OBJECT_SCORE, ImageFeatures, MaskHead
 from tpo.model.mask_tracker import track, upsample_mask_logits
 from tpo.model.preprocess import mask_pixels
 
@@ -45,22 +47,29 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PRETRAIN_SCENE = SceneConfig(duration_range_s=(2.0, 4.0))
 # SAM2's loss weights (sam2/configs/sam2.1_training: loss_mask 20, loss_dice 1, loss_iou 1, loss_class 1)
 # and its focal-loss parameters.
-LOSS_WEIGHTS = {"focal": 20.0, "dice": 1.0, "iou": 1.0, "object": 1.0}
+LOSS_WEIGHTS = {"focal": 20.0, "dice": 1.0, "iou": 1.0, "object": 1.0, "feature_scale": 1.0}
 FOCAL_ALPHA = 0.25
 FOCAL_GAMMA = 2.0
+# Not SAM2's: a from-scratch encoder inflates its features (rms 0.1 -> 30 in 100 steps), which drowns the
+# prompts' and the image grid's positional encodings (rms 0.7) in the decoder so that it never learns to use
+# the box. `feature_scale` = sum over the decoder's three inputs of relu(rms - FEATURE_RMS_MAX) ** 2.
+FEATURE_RMS_MAX = 1.0
+# Decoder attention q/k projections start tied and scaled so that q . k ~ PE(point) . PE(pixel) from step 0.
+TIED_QK_SCALE = 3.0
 # A prompted object shows at least this many pixels in the source frame (tiny slivers make useless prompts).
 MIN_PROMPT_AREA_PX = 64
+_MAX_DRAWS = 1000  # draws of (clip, object, stride, direction) before `sample_window` gives up
 
 
 # ------------------------------------------------------------------------------------------------ data
 @dataclass
 class Window:
-    """One training sample: F frames of one object (S = image_size)."""
+    """One training sample: F frames of one clip and its N prompted objects (S = image_size)."""
 
     pixels: Tensor  # [F, 3, S, S] float32, ImageNet-normalised
-    masks: Tensor  # [F, 1, S, S] float32 in {0, 1}, the object's visible pixels resized to S x S
-    present: Tensor  # [F] float32, 1 where the object has a visible pixel
-    box: Tensor  # [4] float32, frame 0's box x1, y1, x2, y2 normalised to [0, 1] of the frame
+    masks: Tensor  # [F, N, S, S] float32 in {0, 1}, each object's visible pixels resized to S x S
+    present: Tensor  # [F, N] float32, 1 where the object has a visible pixel
+    boxes: Tensor  # [F, N, 4] float32 boxes x1, y1, x2, y2 normalised to [0, 1] of the frame; 0 where invisible
 
 
 def make_clip_pool(clips: int, seed: int, scene: SceneConfig = PRETRAIN_SCENE) -> list[Clip]:
@@ -71,34 +80,44 @@ def make_clip_pool(clips: int, seed: int, scene: SceneConfig = PRETRAIN_SCENE) -
 def sample_window(
     pool: list[Clip], rng: np.random.Generator, frames: int, max_stride: int, image_size: int
 ) -> Window:
-    """Draw a window: clip, object, direction, stride, first frame, mirror. Only `rng` decides it."""
-    while True:
+    """Draw a window: clip, direction, stride, first frame, mirror. Only `rng` decides it.
+
+    Every object showing at least MIN_PROMPT_AREA_PX pixels on the first frame is prompted (SAM2 too trains
+    on several objects of a video at once); the image encoder runs once for all of them.
+    """
+    for _ in range(_MAX_DRAWS):
         clip = pool[int(rng.integers(len(pool)))]
-        k = int(rng.integers(clip.areas.shape[1]))
         stride = int(rng.integers(1, max_stride + 1))
         backwards = bool(rng.integers(2))
         span = stride * (frames - 1)
         t = np.arange(clip.num_frames)
         fits = t - span >= 0 if backwards else t + span < clip.num_frames
-        starts = np.flatnonzero(fits & (clip.areas[:, k] >= MIN_PROMPT_AREA_PX))
+        starts = np.flatnonzero(fits & (clip.areas.max(axis=1) >= MIN_PROMPT_AREA_PX))
         if starts.size:
             break
+    else:
+        raise ConfigError(
+            f"no window of {frames} frames, stride <= {max_stride}, with a prompt of >= {MIN_PROMPT_AREA_PX} px in "
+            f"{_MAX_DRAWS} draws from a pool of {len(pool)} clips; use longer clips or fewer frames"
+        )
     start = int(starts[rng.integers(starts.size)])
     index = start + (-stride if backwards else stride) * np.arange(frames)
+    objects = np.flatnonzero(clip.areas[start] >= MIN_PROMPT_AREA_PX)  # (N,)
     rgb = clip.frames[index]  # (F, H, W, 3)
-    masks = clip.labels[index] == k + 1  # (F, H, W)
-    box = clip.boxes[start, k].astype(np.float64)
-    height, width = masks.shape[1:]
+    masks = clip.labels[index][:, None] == objects[None, :, None, None] + 1  # (F, N, H, W)
+    boxes = np.nan_to_num(clip.boxes[index][:, objects].astype(np.float64))  # (F, N, 4)
+    height, width = masks.shape[2:]
     if rng.integers(2):  # mirror left-right
-        rgb, masks = rgb[:, :, ::-1], masks[:, :, ::-1]
-        box = np.array([width - box[2], box[1], width - box[0], box[3]])
-    gt = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]  # (F, 1, H, W)
+        rgb, masks = rgb[:, :, ::-1], masks[..., ::-1]
+        boxes = np.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], axis=-1)
+        boxes[~masks.any(axis=(2, 3))] = 0.0
+    gt = torch.from_numpy(np.ascontiguousarray(masks)).float()  # (F, N, H, W)
     gt = F.interpolate(gt, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     return Window(
         pixels=mask_pixels(rgb, image_size, IMAGENET_MEAN, IMAGENET_STD),
         masks=(gt >= 0.5).float(),
-        present=torch.from_numpy(masks.any(axis=(1, 2))).float(),
-        box=torch.tensor(box / [width, height, width, height], dtype=torch.float32),
+        present=torch.from_numpy(masks.any(axis=(2, 3))).float(),
+        boxes=torch.tensor(boxes / [width, height, width, height], dtype=torch.float32),
     )
 
 
@@ -140,25 +159,40 @@ def _decode_raw(head: MaskHead, image: Tensor, s4: Tensor, s8: Tensor, prompt: T
     return FrameOutput(masks, iou, object_score), chosen, pointer
 
 
-def forward_windows(head: MaskHead, pixels: Tensor, boxes: Tensor) -> list[FrameOutput]:
-    """Prompt frame 0 of each window with its box and track the rest, with gradients.
+class WindowOutputs(NamedTuple):
+    """`forward_windows` output: per frame, raw decoder outputs over the O objects."""
 
-    pixels: [B, F, 3, S, S] float32 normalised frames; boxes: [B, 4] normalised x1, y1, x2, y2 on frame 0.
+    tracked: list[FrameOutput]  # F: frame 0 from its box prompt, frames 1.. from memory (the tracker's path)
+    prompted: list[FrameOutput]  # frames 1.. decoded from their own box prompt without memory (empty if not asked)
+    features: ImageFeatures  # `encode_image` of the B*F frames
+
+
+def forward_windows(
+    head: MaskHead, pixels: Tensor, boxes: Tensor, owner: Tensor, frame_boxes: Tensor | None = None
+) -> WindowOutputs:
+    """Prompt frame 0 of each window with its objects' boxes and track the rest, with gradients.
+
+    pixels: [B, F, 3, S, S] float32 normalised frames of B windows (each frame encoded once).
+    boxes: [O, 4] float32 normalised x1, y1, x2, y2 on frame 0 of O objects; owner: [O] int64 window of each.
+    frame_boxes: optional [F, O, 4] boxes of every frame: frames 1.. are then also decoded from their own box as
+      prompted frames (SAM2 trains on single images too; the encoder features are shared, so this is cheap).
     Frame t attends to what `track_next_frame` would give it: frame 0's memory (time row num_maskmem - 1) and
     frames t-1 .. t-(num_maskmem-1) (row t - f - 1); pointers of frame 0 and frames t-1 .. t-(max_pointers-1).
-    Returns one `FrameOutput` per frame.
     """
     cfg = head.config
-    batch, num_frames = pixels.shape[:2]
-    features = head.encode_image(pixels.flatten(0, 1))  # every frame at once: (B*F, ...)
-    image, image_pos, s4, s8 = (x.unflatten(0, (batch, num_frames)) for x in (
-        features.image, features.image_pos, features.high_res_s4, features.high_res_s8))  # (B, F, ...)
+    windows, num_frames = pixels.shape[:2]
+    batch = boxes.shape[0]
+    features = head.encode_image(pixels.flatten(0, 1))  # every frame once: (B*F, ...)
+    image, image_pos, s4, s8 = (
+        x.unflatten(0, (windows, num_frames))[owner]  # (O, F, ...)
+        for x in (features.image, features.image_pos, features.high_res_s4, features.high_res_s8)
+    )
 
     out, mask, pointer = _decode_raw(
         head, head.add_no_memory(image[:, 0]), s4[:, 0], s8[:, 0], head.prompt_embedding(boxes), multimask=False
     )
     memory = head.encode_memory(image[:, 0], mask, is_conditioning_frame=True)
-    memories, pointers, outputs = [memory], [pointer], [out]
+    memories, pointers, tracked = [memory], [pointer], [out]
     empty = head.empty_prompt(batch)
     for t in range(1, num_frames):
         frames = [0] + [f for f in range(max(1, t - cfg.num_maskmem + 1), t)]
@@ -177,15 +211,21 @@ def forward_windows(head: MaskHead, pixels: Tensor, boxes: Tensor) -> list[Frame
         out, mask, pointer = _decode_raw(head, conditioned, s4[:, t], s8[:, t], empty, multimask=True)
         memories.append(head.encode_memory(image[:, t], mask, is_conditioning_frame=False))
         pointers.append(pointer)
-        outputs.append(out)
-    return outputs
+        tracked.append(out)
+    prompted = []
+    if frame_boxes is not None:
+        for t in range(1, num_frames):
+            prompt = head.prompt_embedding(frame_boxes[t])
+            prompted.append(_decode_raw(head, head.add_no_memory(image[:, t]), s4[:, t], s8[:, t], prompt, False)[0])
+    return WindowOutputs(tracked, prompted, features)
 
 
 # ------------------------------------------------------------------------------------------------ losses
-def frame_losses(out: FrameOutput, gt: Tensor, present: Tensor) -> dict[str, Tensor]:
+def frame_losses(out: FrameOutput, gt: Tensor, present: Tensor, weight: Tensor | float = 1.0) -> dict[str, Tensor]:
     """SAM2's per-frame losses, each averaged over the B objects.
 
-    gt: [B, 1, S, S] float {0, 1} masks at image_size; present: [B] float, 1 where the object is visible.
+    gt: [B, 1, S, S] float {0, 1} masks at image_size; present: [B] float, 1 where the object is visible;
+    weight: [B] float (or a scalar) multiplying every term of each object.
     The mask loss (focal, dice) is that of the output mask with the lowest 20 * focal + dice; the IoU head
     learns the real IoU of every output mask; mask and IoU terms count only where the object is visible.
     """
@@ -207,12 +247,71 @@ def frame_losses(out: FrameOutput, gt: Tensor, present: Tensor) -> dict[str, Ten
         true_iou = inter / union.clamp(min=1)  # (B, M)
     iou = ((out.iou.float() - true_iou) ** 2).mean(-1)  # (B,)
     obj = F.binary_cross_entropy_with_logits(out.object_score.float()[:, 0], present, reduction="none")
+    counted = present * weight
     return {
-        "focal": (focal.gather(1, best)[:, 0] * present).mean(),
-        "dice": (dice.gather(1, best)[:, 0] * present).mean(),
-        "iou": (iou * present).mean(),
-        "object": obj.mean(),
+        "focal": (focal.gather(1, best)[:, 0] * counted).mean(),
+        "dice": (dice.gather(1, best)[:, 0] * counted).mean(),
+        "iou": (iou * counted).mean(),
+        "object": (obj * weight).mean(),
     }
+
+
+def window_loss(
+    head: MaskHead, windows: list[Window], prompt_every_frame: bool = True
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Weighted loss of a batch of equally long windows: (total, {focal, dice, iou, object, feature_scale}).
+
+    prompt_every_frame: also decode frames 1.. from their own box (see `forward_windows`); their losses count
+    where the object is visible. Each part is averaged over all the windows' objects and over the decoded
+    frames; `feature_scale` bounds the encoder's output (see FEATURE_RMS_MAX); total = sum of LOSS_WEIGHTS[p] * p.
+    """
+    owner = torch.cat([torch.full((w.boxes.shape[1],), b, dtype=torch.int64) for b, w in enumerate(windows)])
+    frame_boxes = torch.cat([w.boxes for w in windows], dim=1)  # (F, O, 4)
+    outputs = forward_windows(
+        head, torch.stack([w.pixels for w in windows]), frame_boxes[0], owner,
+        frame_boxes if prompt_every_frame else None,
+    )
+    masks = torch.cat([w.masks for w in windows], dim=1)  # (F, O, S, S)
+    present = torch.cat([w.present for w in windows], dim=1)  # (F, O)
+    decoded = [(t, out, 1.0) for t, out in enumerate(outputs.tracked)]
+    decoded += [(t, out, present[t]) for t, out in enumerate(outputs.prompted, start=1)]
+    parts = {name: torch.zeros(()) for name in LOSS_WEIGHTS}
+    for t, out, weight in decoded:
+        frame = frame_losses(out, masks[t][:, None], present[t], weight)
+        for name, value in frame.items():
+            parts[name] = parts[name] + value / len(decoded)
+    for x in (outputs.features.image, outputs.features.high_res_s4, outputs.features.high_res_s8):
+        parts["feature_scale"] = parts["feature_scale"] + F.relu(x.float().pow(2).mean().sqrt() - FEATURE_RMS_MAX) ** 2
+    return sum(LOSS_WEIGHTS[name] * value for name, value in parts.items()), parts
+
+
+def init_mask_head(head: MaskHead) -> MaskHead:
+    """Initialise `head` for training from scratch, in place, from the global torch RNG.
+
+    transformers initialises SAM2 for loading checkpoints: N(0, 0.02) weights and zero biases, with which the
+    mask decoder's attention gradients (1e-10 .. 1e-13) sit under AdamW's eps, so a box prompt never comes to
+    change the mask. The image encoder keeps that initialisation; the rest is re-initialised:
+    - prompt encoder and mask decoder: PyTorch's defaults, as the original SAM2 code (random biases too,
+      which measurably helped the decoder start using the prompt); and each decoder attention starts with
+      k_proj = q_proj = TIED_QK_SCALE x q_proj, so that a query scores the keys by the similarity of their
+      positional encodings: a prompt corner attends to the image around it from the first step;
+    - memory encoder, memory attention, object-pointer projection: PyTorch's default weights, zero biases
+      (random biases outweigh a fresh encoder's small features, and the memory attention's layer-normalised
+      output comes out nearly the same at every position).
+    """
+    for part, zero_bias in ((head.prompt_encoder, False), (head.mask_decoder, False), (head.memory_encoder, True),
+                            (head.memory_attention, True), (head.object_pointer_proj, True)):
+        for module in part.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+                module.reset_parameters()
+                if zero_bias and getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+    with torch.no_grad():
+        for module in head.mask_decoder.modules():
+            if isinstance(module, Sam2VideoAttention):
+                module.q_proj.weight.mul_(TIED_QK_SCALE)
+                module.k_proj.weight.copy_(module.q_proj.weight)
+    return head
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -221,7 +320,9 @@ def pretrain_mask_head(
     steps: int = 400,
     seed: int = 0,
     *,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
+    image_steps: int = 150,
+    image_batch: int = 8,
     batch: int = 4,
     clip_frames: int = 4,
     max_stride: int = 4,
@@ -229,6 +330,8 @@ def pretrain_mask_head(
     warmup_steps: int = 20,
     weight_decay: float = 0.05,
     max_grad_norm: float = 1.0,
+    prompt_every_frame: bool = True,
+    initialise: bool = True,
     scene: SceneConfig = PRETRAIN_SCENE,
     log: Callable[[dict], None] | None = None,
     progress: bool = False,
@@ -274,20 +377,13 @@ def pretrain_mask_head(
     head.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if initialise:
+            init_mask_head(head)
         for step in range(steps):
             step_start = time.perf_counter()
-            windows = [sample_window(pool, rng, clip_frames, max_stride, head.config.image_size) for _ in range(batch)]
-            outputs = forward_windows(
-                head, torch.stack([w.pixels for w in windows]), torch.stack([w.box for w in windows])
-            )
-            parts = {name: torch.zeros(()) for name in LOSS_WEIGHTS}
-            for t, out in enumerate(outputs):
-                frame = frame_losses(
-                    out, torch.stack([w.masks[t] for w in windows]), torch.stack([w.present[t] for w in windows])
-                )
-                for name, value in frame.items():
-                    parts[name] = parts[name] + value / len(outputs)
-            loss = sum(LOSS_WEIGHTS[name] * value for name, value in parts.items())
+            frames, size = (1, image_batch) if step < image_steps else (clip_frames, batch)
+            windows = [sample_window(pool, rng, frames, max_stride, head.config.image_size) for _ in range(size)]
+            loss, parts = window_loss(head, windows, prompt_every_frame)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)

@@ -5,18 +5,27 @@ on one frame gives a mask there, and the memory path (memory encoder + memory at
 carries the object through the following frames. The release freezes SAM2 while training the rest of the
 model; `freeze_mask_head` does that afterwards.
 
-One training sample is a window of `clip_frames` frames of a synthetic clip, `stride` frames apart
-(forwards or backwards in time, maybe mirrored left-right). Its first frame is prompted with SAM2's own box
-embedding of the ground-truth box; the others are tracked exactly as `mask_tracker.track_next_frame` does
-(same memory slots, time rows and pointer choice), but with gradients through all frames. Losses per frame
-follow SAM2's training recipe (`sam2/training/loss_fns.py`): focal 20 : dice 1 on the mask logits upsampled
-to image_size (vs the ground-truth mask resized to image_size), on the best of the multimask outputs on
-tracked frames; IoU-prediction MSE on every output mask; object-score BCE. Mask and IoU losses count only
-where the object is visible.
+Recipe (`pretrain_mask_head`), all from one seed:
+- `init_mask_head`: transformers' initialisation is for loading checkpoints and does not train from
+  scratch; see there.
+- `image_steps` image steps (SAM2 also trains on images): single frames, each object prompted with SAM2's own
+  box embedding of its ground-truth box. The decoder must first learn to use the prompt; mixed with video
+  frames from the start, the tracked frames' easiest answer ("every object") wins.
+- then video steps: windows of `clip_frames` frames, `stride` frames apart (forwards or backwards in time,
+  maybe mirrored left-right). Frame 0 is prompted; the others are tracked exactly as
+  `mask_tracker.track_next_frame` does (same memory slots, time rows and pointer choice), with gradients
+  through all frames; frames 1.. are also decoded from their own box, without memory.
+Losses per decoded frame follow SAM2's training recipe (`sam2/training/loss_fns.py`): focal 20 : dice 1 on the
+mask logits upsampled to image_size (vs the ground-truth mask resized to image_size), on the best of the
+multimask outputs on tracked frames; IoU-prediction MSE on every output mask; object-score BCE. Mask and IoU
+losses count only where the object is visible. Plus `feature_scale` (see FEATURE_RMS_MAX).
 
-    pretrain_mask_head(head, steps, seed)   trains in place, returns a summary
+    pretrain_mask_head(head, steps, seed)   initialises and trains in place, returns a summary
     evaluate_mask_head(head, clips, seed)   J&F, success AUC, precision@20px with `mask_tracker.track`
     freeze_mask_head(head)                  eval mode, no gradients
+
+Threads: on a shared 2-core machine run with OMP_WAIT_POLICY=PASSIVE (set before torch is imported); with
+torch's 2 spinning OpenMP threads and another busy process, a step took 10-15x longer here.
 """
 
 from __future__ import annotations
@@ -288,9 +297,9 @@ def window_loss(
 def init_mask_head(head: MaskHead) -> MaskHead:
     """Initialise `head` for training from scratch, in place, from the global torch RNG.
 
-    transformers initialises SAM2 for loading checkpoints: N(0, 0.02) weights and zero biases, with which the
-    mask decoder's attention gradients (1e-10 .. 1e-13) sit under AdamW's eps, so a box prompt never comes to
-    change the mask. The image encoder keeps that initialisation; the rest is re-initialised:
+    transformers initialises SAM2 for loading checkpoints: N(0, 0.02) weights and zero biases. Trained from
+    there, the mask decoder's attention gradients (1e-10 .. 1e-13) sit under AdamW's eps, so a box prompt never
+    comes to change the mask. The image encoder keeps that initialisation; the rest is re-initialised:
     - prompt encoder and mask decoder: PyTorch's defaults, as the original SAM2 code (random biases too,
       which measurably helped the decoder start using the prompt); and each decoder attention starts with
       k_proj = q_proj = TIED_QK_SCALE x q_proj, so that a query scores the keys by the similarity of their
@@ -317,7 +326,7 @@ def init_mask_head(head: MaskHead) -> MaskHead:
 # ---------------------------------------------------------------------------------------------- training
 def pretrain_mask_head(
     head: MaskHead,
-    steps: int = 400,
+    steps: int = 250,
     seed: int = 0,
     *,
     lr: float = 2e-3,
@@ -327,7 +336,7 @@ def pretrain_mask_head(
     clip_frames: int = 4,
     max_stride: int = 4,
     pool_clips: int = 64,
-    warmup_steps: int = 20,
+    warmup_steps: int = 10,
     weight_decay: float = 0.05,
     max_grad_norm: float = 1.0,
     prompt_every_frame: bool = True,
@@ -336,20 +345,25 @@ def pretrain_mask_head(
     log: Callable[[dict], None] | None = None,
     progress: bool = False,
 ) -> dict:
-    """Train `head` in place on box-prompted windows of synthetic clips; returns a summary.
+    """Initialise (unless `initialise=False`) and train `head` in place; returns a summary.
 
-    steps: optimiser steps of `batch` windows, each `clip_frames` frames (1 prompted + tracked ones) with
-      frames 1..`max_stride` apart; the clips come from a pool of `pool_clips` rendered from `scene` and `seed`.
-    lr: AdamW peak rate, reached after `warmup_steps` linear steps, then cosine to 0.
-    log: called after every step with {step, loss, focal, dice, iou, object, lr, seconds}.
-    Deterministic for a seed: the pool, the windows and the dropout draws depend only on the arguments
+    steps: optimiser steps in all; the first `image_steps` use `image_batch` single frames, the others `batch`
+      windows of `clip_frames` frames (1 prompted + tracked ones) 1..`max_stride` frames apart. The clips come
+      from a pool of `pool_clips` rendered from `scene` and `seed`.
+    lr: AdamW peak rate, reached after `warmup_steps` linear steps, then cosine to 0 at `steps`.
+    prompt_every_frame: on video steps, also decode frames 1.. from their own box.
+    initialise: `init_mask_head` first (from `seed`); False continues training the head as it is.
+    log: called after every step with {step, loss, <each of LOSS_WEIGHTS>, lr, seconds}.
+    progress: a tqdm bar.
+    Deterministic for a seed: initialisation, pool, windows and dropout draws depend only on the arguments
     (the caller's global torch RNG state is left as it was). Returns {steps, seconds, loss_first, loss_last}
     (mean loss of the first and last 10% of steps).
     """
-    if steps < 1 or batch < 1 or clip_frames < 1 or max_stride < 1 or pool_clips < 1:
+    if steps < 1 or batch < 1 or image_batch < 1 or clip_frames < 1 or max_stride < 1 or pool_clips < 1:
         raise ConfigError(
-            f"need steps, batch, clip_frames, max_stride, pool_clips >= 1; got steps={steps}, batch={batch}, "
-            f"clip_frames={clip_frames}, max_stride={max_stride}, pool_clips={pool_clips}"
+            f"need steps, batch, image_batch, clip_frames, max_stride, pool_clips >= 1; got steps={steps}, "
+            f"batch={batch}, image_batch={image_batch}, clip_frames={clip_frames}, max_stride={max_stride}, "
+            f"pool_clips={pool_clips}"
         )
     start_time = time.perf_counter()
     pool = make_clip_pool(pool_clips, seed, scene)

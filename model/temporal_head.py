@@ -168,6 +168,9 @@ class _Memory:
     t2v_attention: torch.Tensor   # (B, Lv, Nd+Lt)
 
 
+TIE_BREAK = 1e-6   # see `saliency_token`
+
+
 class CorrelationGuidedTransformer(nn.Module):
     """Steps 4-7 of the module docstring (the release's `transformer`), plus its moment encoder."""
 
@@ -197,7 +200,12 @@ class CorrelationGuidedTransformer(nn.Module):
         importance = t2v_attention[:, :, self.num_dummies:].sum(2).detach() * clip_valid  # (B, Lv)
         importance = importance / importance.sum(1, keepdim=True) * importance.shape[1]
         sim = (sim * importance[:, :, None]).mean(1)  # (B, P)
-        top_val, top_idx = torch.topk(sim, k=self.num_prompts, dim=1)  # (B, k)
+        # Ties go to the lower index, in PyTorch and in any exported graph alike: with one valid clip every
+        # similarity is equal (the clip's offset from the context is zero), and topk's tie order is unspecified
+        # (torch on the CPU and ONNX Runtime picked different prompts). The offset only ranks; values are sim's.
+        rank = sim - torch.arange(sim.shape[1], device=sim.device, dtype=sim.dtype) * TIE_BREAK
+        top_idx = torch.topk(rank, k=self.num_prompts, dim=1).indices  # (B, k)
+        top_val = sim.gather(1, top_idx)
         return (top_val[:, :, None] * global_tokens[top_idx]).sum(1) + context
 
     def forward(self, clips: torch.Tensor, clip_valid: torch.Tensor, clip_pos: torch.Tensor, text: torch.Tensor,

@@ -1,0 +1,110 @@
+"""`tpo-export`: a checkpoint -> ONNX graphs (+ TensorRT engines), a manifest and a parity report.
+
+    tpo-export --precision fp16 --out artifacts/tiny-fp16            # the embedded tiny checkpoint
+    tpo-export --checkpoint DIR --config NAME --precision fp32 --out DIR --targets onnx,tensorrt
+    tpo-export --check-tensorrt --out artifacts/tiny-fp16             # lint existing graphs for TensorRT
+
+Errors a user can cause (unknown precision, bad opset, missing checkpoint, existing --out) are one line on
+stderr and exit 2; a failed parity gate exits 3 and leaves no artifacts folder; a tensorrt target that cannot
+run here (no GPU, no TensorRT) exits 4 after the onnx target completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tpo.errors import TPOError
+
+EXIT_USAGE, EXIT_PARITY, EXIT_TENSORRT = 2, 3, 4
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tpo-export", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, help="release-layout checkpoint folder (default: the embedded tiny one)")
+    p.add_argument("--config", help="config preset or JSON file (default: the checkpoint's own)")
+    p.add_argument("--precision", default="fp16", help="fp32 | fp16 (int8: reserved for calibration)")
+    p.add_argument("--out", type=Path, required=True, help="artifacts folder to write (refused if it exists)")
+    p.add_argument("--targets", default="onnx", help="comma list: onnx,tensorrt")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--check-tensorrt", action="store_true",
+                   help="lint the graphs in --out for what TensorRT's ONNX parser rejects, then exit")
+    p.add_argument("--parity-clips", type=int, default=2, help="synthetic clips for the parity gate")
+    p.add_argument("--json", action="store_true", help="print the parity report as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def print_summary(manifest: dict) -> None:
+    parity = manifest["parity"]
+    print(f"\n{'graph':24s} {'size':>10s} {'precision':>9s} {'max_rel':>9s}  fp32 islands")
+    for name, g in manifest["graphs"].items():
+        r = parity["graphs"][name]
+        islands = ",".join(g["fp32_islands"]) or "-"
+        print(f"{name:24s} {g['bytes'] / 1e6:8.2f}MB {g['precision']:>9s} {r['max_rel']:9.2e}  {islands}")
+    tasks = parity.get("tasks")
+    if tasks:
+        w = tasks["worst"]
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"   # noqa: E731
+        print(f"task parity vs PyTorch ({len(tasks['rows'])} questions): triggers same={w['same_triggers']}, "
+              f"tokens same={w['same_tokens']}, worst box IoU {fmt(w['box_iou'])}, worst mask IoU "
+              f"{fmt(w['mask_iou'])}, worst track box IoU {fmt(w['track_box_iou'])}, top window off by "
+              f"{fmt(w['window_err_s'])} s")
+
+
+def check_tensorrt(out: Path) -> int:
+    from tpo.manifest import Manifest
+
+    from .tensorrt import lint_manifest
+
+    manifest = Manifest.load(out)
+    problems = lint_manifest(manifest.data, out)
+    for line in problems:
+        print(line)
+    print(f"{len(problems)} problem(s) in {len(manifest['graphs'])} graphs")
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.check_tensorrt:
+            return check_tensorrt(args.out)
+        from .exporter import ExportOptions, ParityFailed, export_artifacts
+        from .onnx_export import DEFAULT_OPSET
+
+        opts = ExportOptions(
+            out=args.out, precision=args.precision, checkpoint=args.checkpoint, config=args.config,
+            targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+            opset=DEFAULT_OPSET if args.opset is None else args.opset, force=args.force,
+            parity_clips=args.parity_clips, progress=not args.no_progress)
+        try:
+            manifest = export_artifacts(opts)
+        except ParityFailed as e:
+            print(f"tpo-export: {e}", file=sys.stderr)
+            return EXIT_PARITY
+    except TPOError as e:
+        print(f"tpo-export: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(manifest["parity"], indent=2))
+    else:
+        print_summary(manifest)
+    print(f"wrote {args.out} ({len(manifest['graphs'])} graphs, {manifest['precision']})")
+    if "tensorrt" in opts.targets:
+        from .tensorrt import build_engines
+
+        try:
+            built = build_engines(manifest, args.out, progress=print)
+        except TPOError as e:
+            print(f"tpo-export: {e}", file=sys.stderr)
+            return EXIT_TENSORRT
+        print(f"tensorrt: {len(built)} engines")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

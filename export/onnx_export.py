@@ -1,0 +1,116 @@
+"""One graph -> one ONNX file: torch.onnx.export(dynamo=True) at an explicit opset, named dimensions, fp16.
+
+`export_graph(graph, example, path, opset)` traces `graph.module` on `example` (tensors sized >= 2 on every
+symbolic dimension: a size-1 example silently pins a dimension), then rewrites the graph's input and output
+names and symbolic dimensions to the `GraphDef`'s, so the manifest and the file agree by construction.
+`to_fp16(path, islands)` converts the weights and arithmetic to fp16 with fp32 islands (ops kept in fp32,
+recorded in the manifest's precision map); inputs and outputs stay fp32, so the host feeds the same tensors
+at either precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from tpo.errors import ConfigError
+
+from .graphs import GraphDef
+
+MIN_OPSET, MAX_OPSET = 18, 23   # what torch 2.13's dynamo exporter and onnxruntime 1.32 both run
+DEFAULT_OPSET = 20
+EXTERNAL_DATA_BYTES = 1_800_000_000   # above this a graph keeps its weights in a side file (protobuf: 2 GB)
+
+# fp32 islands: op types kept in fp32 under --precision fp16. Normalisations and softmax are the classic
+# overflow/underflow points (sums of squares, exp); the rest are ops whose fp16 kernels ORT lacks or that
+# feed integer logic. Measured per graph by the parity gate; see docs/export.md.
+FP16_ISLANDS = (
+    "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "Softmax", "ReduceMean",
+    "Pow", "Sqrt", "Reciprocal", "Erf", "Exp", "Log", "Sigmoid", "Resize", "Range", "CumSum", "TopK",
+    "Min", "Max", "Upsample", "ReduceSum", "ArgMax",
+)
+
+
+def check_opset(opset: int) -> int:
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"--opset {opset}: supported opsets are {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    return opset
+
+
+def _dynamic_shapes(graph: GraphDef) -> tuple:
+    """torch.export dynamic-shape spec: AUTO on every symbolic dimension (relations such as
+    total = past + sequence are inferred), static elsewhere; names are written afterwards."""
+    spec = []
+    for t in graph.inputs:
+        spec.append({i: torch.export.Dim.AUTO for i, d in enumerate(t.shape) if isinstance(d, str)} or None)
+    if graph.varargs_from is not None:
+        spec = spec[: graph.varargs_from] + [tuple(spec[graph.varargs_from :])]
+    return tuple(spec)
+
+
+def export_graph(graph: GraphDef, example: tuple[torch.Tensor, ...], path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Trace `graph` on `example` and write `path` (fp32), with the GraphDef's names and dimensions."""
+    check_opset(opset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            graph.module, example, dynamo=True, opset_version=opset,
+            input_names=[t.name for t in graph.inputs], output_names=[t.name for t in graph.outputs],
+            dynamic_shapes=_dynamic_shapes(graph), optimize=True, verbose=False,
+        )
+    model = program.model_proto
+    name_dims(model, graph)
+    save(model, path)
+
+
+def name_dims(model: onnx.ModelProto, graph: GraphDef) -> None:
+    """Set every graph input's and output's symbolic dims to the GraphDef's names (checking fixed sizes)."""
+    declared = {t.name: t for t in graph.inputs + graph.outputs}
+    for value in list(model.graph.input) + list(model.graph.output):
+        t = declared.get(value.name)
+        if t is None:
+            raise RuntimeError(f"graph {graph.name}: exported tensor {value.name!r} is not declared")
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(t.shape):
+            raise RuntimeError(f"graph {graph.name}: {value.name} has rank {len(dims)}, declared {len(t.shape)}")
+        for dim, want in zip(dims, t.shape):
+            if isinstance(want, str):
+                dim.ClearField("dim_value")
+                dim.dim_param = want
+            elif dim.HasField("dim_value") and dim.dim_value != want:
+                raise RuntimeError(f"graph {graph.name}: {value.name} dim {dim.dim_value}, declared {want}")
+            else:
+                dim.ClearField("dim_param")
+                dim.dim_value = want
+    missing = set(declared) - {v.name for v in list(model.graph.input) + list(model.graph.output)}
+    if missing:
+        raise RuntimeError(f"graph {graph.name}: declared tensors missing from the export: {sorted(missing)}")
+
+
+def save(model: onnx.ModelProto, path: Path) -> None:
+    """Write `path`; a graph over ~1.8 GB keeps its weights in `<file>.data` beside it."""
+    if model.ByteSize() > EXTERNAL_DATA_BYTES:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def to_fp16(path: Path, islands: tuple[str, ...] = FP16_ISLANDS) -> list[str]:
+    """Convert `path` in place to fp16 with `islands` op types kept in fp32; returns the islands present."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))
+    present = sorted({n.op_type for n in model.graph.node} & set(islands))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(islands),
+                                             disable_shape_infer=False)
+    save(converted, path)
+    return present

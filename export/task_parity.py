@@ -1,0 +1,79 @@
+"""The parity gate, task level: the whole chain on the runtime's onnxruntime backend against the PyTorch pipeline.
+
+For each parity clip and each of its questions (track, region, temporal, conversation), `tpo.model.generate`
+and `tpo.runtime.Session.ask` answer; compared: the trigger chosen and the generated tokens (must be identical),
+the region box (IoU), the temporal windows (start/end of the top window, seconds), the tracked masks and boxes
+(IoU per frame, the worst frame counts). Budgets (issue 4's acceptance): fp32 box and mask IoU >= 0.99, windows
+within 0.05 s, same triggers; fp16 IoUs >= 0.95 and windows within one clip length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tpo.manifest import Manifest
+from tpo.runtime.backend import OnnxRuntimeBackend
+from tpo.runtime.postprocess import box_iou, mask_iou
+from tpo.runtime.session import Session
+
+BUDGETS = {
+    "fp32": {"iou": 0.99, "window_s": 0.05},
+    "fp16": {"iou": 0.95, "window_s": None},   # None: one clip length (the windows' own resolution)
+}
+
+
+def task_parity(model, tokenizer, folder: Path, manifest: dict, clips, precision: str) -> dict:
+    """Compare the chain on `clips`; returns {rows, worst: {...}, failures: [...]}."""
+    from tpo.model.generate import generate
+    from tpo.model.preprocess import Video
+
+    session = Session(Manifest(folder, manifest), OnnxRuntimeBackend())
+    budget = dict(BUDGETS[precision])
+    clip_s = manifest["preprocess"]["temporal"]["clip_s"]
+    window_budget = budget["window_s"] if budget["window_s"] is not None else clip_s + 1e-6
+    rows, failures = [], []
+    for clip in clips:
+        for q in clip.queries:
+            video = clip.video
+            if q.task == "region":     # asked about one frame, given as an image
+                t = min(q.frame or 0, video.frames.shape[0] - 1)
+                video = Video(video.frames[t:t + 1], video.fps)
+            ref = generate(model, tokenizer, video, q.question)
+            got = session.ask(q.question, video.frames, video.fps)
+            row = {"clip": clip.name, "question": q.question, "task_torch": ref.task, "task_runtime": got.task,
+                   "same_tokens": ref.token_ids == got.token_ids}
+            where = f"{clip.name} {q.question!r}"
+            if ref.task != got.task:
+                failures.append(f"{where}: trigger {got.task} != PyTorch {ref.task}")
+            elif not row["same_tokens"]:
+                failures.append(f"{where}: answer tokens differ ({got.raw_text!r} vs {ref.raw_text!r})")
+            for a, b in zip(ref.region, got.region):
+                row["box_iou"] = box_iou(a.box_xyxy, b["box"])
+            for a, b in zip(ref.temporal, got.temporal):
+                row["window_err_s"] = max(abs(x - y) for x, y in zip(a.windows[0][:2], b["windows"][0][:2]))
+            for a, b in zip(ref.track, got.track):
+                row["mask_iou"] = min(mask_iou(m1, m2) for m1, m2 in zip(a.masks, b["masks"]))
+                row["track_box_iou"] = min(box_iou(x, y) for x, y in zip(a.boxes, b["boxes"]))
+            for key in ("box_iou", "mask_iou", "track_box_iou"):
+                if key in row and row[key] < budget["iou"]:
+                    failures.append(f"{where}: {key} {row[key]:.4f} < {budget['iou']}")
+            if "window_err_s" in row and row["window_err_s"] > window_budget:
+                failures.append(f"{where}: top window off by {row['window_err_s']:.3f} s > {window_budget:.3f}")
+            rows.append(row)
+
+    def worst(key, fn):
+        vals = [r[key] for r in rows if key in r]
+        return fn(vals) if vals else None
+
+    return {
+        "rows": rows,
+        "worst": {"box_iou": worst("box_iou", min), "mask_iou": worst("mask_iou", min),
+                  "track_box_iou": worst("track_box_iou", min), "window_err_s": worst("window_err_s", max),
+                  "same_triggers": all(r["task_torch"] == r["task_runtime"] for r in rows),
+                  "same_tokens": all(r["same_tokens"] for r in rows)},
+        "budget": {"iou": budget["iou"], "window_s": window_budget},
+        "failures": failures,
+        "mean_mask_iou": float(np.mean([r["mask_iou"] for r in rows if "mask_iou" in r] or [1.0])),
+    }

@@ -1,0 +1,138 @@
+"""Inference backends behind one interface: a graph in the manifest -> a callable on numpy arrays.
+
+    backend = open_backend("onnxruntime")          # or "tensorrt", "torch" (a plugin, see `register`)
+    runner = backend.load(manifest.graph("llm"))   # hash already checked by the session
+    outputs = runner.run({"inputs_embeds": x, ...})   # name -> np.ndarray, names from the manifest
+
+Backends are found by name in a registry; "onnxruntime" and "tensorrt" are built in and import their
+engine lazily, so a missing engine is one clear line (`BackendUnavailable`) and never a silent fallback.
+The torch reference backend lives on the model side (`tpo.model.runtime_backend`) and registers itself
+through the `tpo.runtime_backends` entry point group, so this package never imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from importlib import metadata
+from typing import Protocol
+
+import numpy as np
+
+from tpo.errors import TPOError
+from tpo.manifest import GraphEntry
+
+NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
+
+
+class BackendUnavailable(TPOError):
+    """The backend asked for cannot run here (not installed, no GPU, ...)."""
+
+
+class GraphRunner(Protocol):
+    name: str
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class Backend(Protocol):
+    name: str
+    description: str   # what actually runs, e.g. "onnxruntime 1.22 CPUExecutionProvider"
+
+    def load(self, graph: GraphEntry) -> GraphRunner: ...
+
+
+# ---------------------------------------------------------------------------------------- onnxruntime
+class OrtGraph:
+    """One ONNX graph in an onnxruntime InferenceSession; inputs cast to the graph's declared dtypes."""
+
+    def __init__(self, graph: GraphEntry, session):
+        self.name = graph.name
+        self.session = session
+        self.input_dtypes = {s.name: NP_DTYPES[s.dtype] for s in graph.inputs}
+        self.output_names = [s.name for s in graph.outputs]
+        self.seconds = 0.0      # graph-execution time, summed (the runtime's latency report reads it)
+        self.calls = 0
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = set(self.input_dtypes) - set(inputs)
+        if missing:
+            raise TPOError(f"graph {self.name}: missing input(s) {sorted(missing)}")
+        feed = {k: np.ascontiguousarray(inputs[k], dtype=dt) for k, dt in self.input_dtypes.items()}
+        start = time.perf_counter()
+        out = self.session.run(self.output_names, feed)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return dict(zip(self.output_names, out))
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime with the providers asked for (default: CPU). No provider is dropped silently:
+    onnxruntime lists CUDA even without a GPU, so a session that did not get a requested provider fails."""
+
+    name = "onnxruntime"
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable(
+                "backend onnxruntime: not installed (pip install 'tpo-edge[cpu]' or 'tpo-edge[gpu]')"
+            ) from None
+        self.ort = ort
+        self.providers = providers or ["CPUExecutionProvider"]
+        unknown = [p for p in self.providers if p not in ort.get_available_providers()]
+        if unknown:
+            raise BackendUnavailable(
+                f"backend onnxruntime: provider(s) {unknown} not in this onnxruntime build "
+                f"(has {ort.get_available_providers()})"
+            )
+        self.threads = threads
+        self.description = f"onnxruntime {ort.__version__} {'+'.join(self.providers)}"
+
+    def load(self, graph: GraphEntry) -> OrtGraph:
+        options = self.ort.SessionOptions()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        session = self.ort.InferenceSession(str(graph.path), options, providers=self.providers)
+        got = session.get_providers()
+        lost = [p for p in self.providers if p not in got]
+        if lost:
+            raise BackendUnavailable(f"graph {graph.name}: onnxruntime could not use {lost} (got {got})")
+        return OrtGraph(graph, session)
+
+
+# ------------------------------------------------------------------------------------------- registry
+_BUILTIN: dict[str, Callable[..., Backend]] = {"onnxruntime": OnnxRuntimeBackend}
+ENTRY_POINT_GROUP = "tpo.runtime_backends"
+
+
+def register(name: str, factory: Callable[..., Backend]) -> None:
+    _BUILTIN[name] = factory
+
+
+def _tensorrt_factory(**kwargs) -> Backend:
+    from .tensorrt_backend import TensorRTBackend  # lazy: imports tensorrt only when asked
+
+    return TensorRTBackend(**kwargs)
+
+
+register("tensorrt", _tensorrt_factory)
+
+
+def backend_names() -> list[str]:
+    names = set(_BUILTIN)
+    names |= {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def open_backend(name: str, **kwargs) -> Backend:
+    if name in _BUILTIN:
+        return _BUILTIN[name](**kwargs)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()(**kwargs)
+    raise BackendUnavailable(f"backend {name!r}: unknown (known: {', '.join(backend_names())})")

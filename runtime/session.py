@@ -1,0 +1,264 @@
+"""A runtime session: the exported graphs of one artifacts folder on one backend, answering questions.
+
+    session = tpo.runtime.open("artifacts/", backend="onnxruntime")
+    answer = session.ask("track the red circle", frames, fps=30.0)   # frames [N, H, W, 3] uint8 RGB
+
+Two paths, kept apart:
+- the slow path, once per question (`ask`): sample and preprocess frames, vision encoder, connector, the splice
+  of visual tokens and task embeddings into the prompt, LLM prefill and greedy decoding with the KV cache, and
+  on each trigger one more step whose final-norm hidden state goes through the task router to the head;
+- the fast path, per frame (`MaskTracker.step`, in `tracker.py`): tracking with a fixed-size memory bank.
+Decoding follows `tpo.model.generate` exactly (training trigger order: the step feeds [trigger, task
+embedding]); tests/runtime pin the agreement with the PyTorch pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tpo import manifest as names
+from tpo.errors import InputError
+from tpo.manifest import Manifest
+
+from . import postprocess, preprocess
+from .backend import Backend, open_backend
+from .text import TextCodec
+from .tracker import MaskTracker
+
+
+class Timings:
+    """Seconds per stage, every call kept (p50/p95/p99 in the summary)."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.samples[stage].append(seconds)
+
+    def timed(self, stage: str):
+        timings = self
+
+        class _Timer:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timings.add(stage, time.perf_counter() - self.start)
+
+        return _Timer()
+
+    def summary_ms(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, xs in self.samples.items():
+            a = np.asarray(xs) * 1000.0
+            out[stage] = {"count": int(a.size), "mean": round(float(a.mean()), 3),
+                          **{f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}}
+        return out
+
+
+@dataclass
+class Answer:
+    text: str
+    raw_text: str
+    task: str                                   # first triggered task or "none"
+    token_ids: list[int]
+    region: list[dict] = field(default_factory=list)     # {"frame", "box" (px), "box_normalised"}
+    temporal: list[dict] = field(default_factory=list)   # {"windows", "saliency", "clip_len_s"}
+    track: list[dict] = field(default_factory=list)      # per object: {"masks" [T,H,W], "boxes", "scores"}
+    prompts: dict[str, np.ndarray] = field(default_factory=dict)   # task -> router input hidden [H]
+
+
+class Session:
+    def __init__(self, manifest: Manifest, backend: Backend):
+        from safetensors.numpy import load_file
+
+        self.manifest = manifest
+        self.backend = backend
+        self.timings = Timings()
+        m = manifest.data
+        self.pre, self.llm_cfg, self.tracker_cfg = m["preprocess"], m["llm"], m["tracker"]
+        self.dims = m["dims"]
+        self.runners = {}
+        for name in m["graphs"]:
+            self.runners[name] = backend.load(manifest.graph(name))
+        emb = load_file(str(manifest.file(names.EMBEDDINGS)))
+        self.token_table = emb[names.TOKEN_TABLE]
+        self.task_embeddings = {t: emb[names.TASK_EMBEDDING.format(task=t)].astype(np.float32) for t in names.TASKS}
+        self.text = TextCodec(manifest.file(names.TOKENIZER), m["tokens"], self.llm_cfg["num_visual_tokens"],
+                              self.llm_cfg["max_prompt_tokens"])
+        self.vision_graphs = {int(k): v for k, v in m["vision"]["graphs_by_frames"].items()}
+
+    # ---------------------------------------------------------------------------------- pieces
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.timings.timed(graph):
+            return self.runners[graph].run(inputs)
+
+    def embed_tokens(self, ids) -> np.ndarray:
+        return self.token_table[np.asarray(ids, dtype=np.int64)].astype(np.float32)
+
+    def vision_tokens(self, pixels: np.ndarray) -> np.ndarray:
+        """pixels [B, 3, T, S, S] -> normalised vision tokens, in batches the graph's profile allows."""
+        graph = self.vision_graphs.get(pixels.shape[2])
+        if graph is None:
+            raise InputError(f"no vision graph for {pixels.shape[2]} frames (have {sorted(self.vision_graphs)})")
+        step = self.dims["batch"]["max"]
+        parts = [self.run(graph, {"pixels": pixels[i: i + step]})["vision_tokens"] for i in range(0, len(pixels), step)]
+        return np.concatenate(parts)
+
+    def llm(self, embeds: np.ndarray, past: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """embeds [1, s, H] + past -> (logits [1, s, V], hidden [1, s, H], present as the next past)."""
+        n_layers, kv, hd = self.llm_cfg["num_layers"], self.llm_cfg["num_kv_heads"], self.llm_cfg["head_dim"]
+        if past is None:
+            past = {n: np.zeros((1, kv, 0, hd), np.float32) for n in names.past_names(n_layers)}
+        past_len = next(iter(past.values())).shape[2]
+        s = embeds.shape[1]
+        out = self.run(names.LLM, {
+            "inputs_embeds": embeds.astype(np.float32),
+            "attention_mask": np.ones((1, past_len + s), np.int64),
+            "position_ids": np.arange(past_len, past_len + s, dtype=np.int64)[None], **past})
+        present = {p: out[q] for p, q in zip(names.past_names(n_layers), names.present_names(n_layers))}
+        return out["logits"], out["hidden_states"], present
+
+    # ---------------------------------------------------------------------------------- slow path
+    def ask(self, question: str, frames: np.ndarray, fps: float, boxes: np.ndarray | None = None,
+            max_new_tokens: int = 32, run_heads: bool = True) -> Answer:
+        """Answer `question` about `frames` ([N, H, W, 3] uint8 RGB; one frame = an image) and run each
+        triggered head. boxes [K, 4] normalised x1,y1,x2,y2, one per `<track_box>` in the question."""
+        frames = check_frames(frames)
+        if not fps > 0:
+            raise InputError(f"fps must be > 0, got {fps}")
+        mp = self.pre["mllm"]
+        media = "image" if frames.shape[0] == 1 else "video"
+        prompt = self.text.prompt(question, media)
+        with self.timings.timed("preprocess"):
+            t = 1 if media == "image" else mp["num_frames"]
+            idx = preprocess.middle_frame_indices(t, frames.shape[0])
+            pixels = preprocess.mllm_pixels(frames[idx], mp["image_size"], mp["mean"], mp["std"])
+        tokens = self.vision_tokens(pixels)
+        visual = self.run(names.CONNECTOR, {"vision_tokens": tokens})["visual_embeds"]       # (1, Q, H)
+        embeds = self.embed_tokens(prompt.input_ids)                                          # (L, H)
+        embeds[prompt.visual_mask] = visual[0]
+        if prompt.track_box_positions.size:
+            if boxes is None or len(boxes) != prompt.track_box_positions.size:
+                got = 0 if boxes is None else len(boxes)
+                raise InputError(f"question has {prompt.track_box_positions.size} <track_box> token(s) "
+                                 f"but {got} box(es) were given")
+            box_embeds = self.run(names.BOX_ENCODER, {"boxes": np.asarray(boxes, np.float32)})["box_embeds"]
+            embeds[prompt.track_box_positions] = box_embeds
+        with self.timings.timed("llm_prefill"):
+            logits, _, past = self.llm(embeds[None], None)
+        answer = Answer(text="", raw_text="", task="none", token_ids=[])
+        next_logits = logits[0, -1]
+        for _ in range(max_new_tokens):
+            token = int(np.argmax(next_logits))
+            answer.token_ids.append(token)
+            if token == self.text.eos:
+                break
+            task = self.text.triggers.get(token)
+            with self.timings.timed("llm_decode"):
+                if task is None:
+                    logits, _, past = self.llm(self.embed_tokens([token])[None], past)
+                    next_logits = logits[0, -1]
+                    continue
+                step = np.concatenate([self.embed_tokens([token]), self.task_embeddings[task][None]])[None]
+                logits, hidden, past = self.llm(step, past)
+                next_logits = logits[0, -1]
+            if answer.task == "none":
+                answer.task = task
+            h = hidden[0, -1]
+            answer.prompts.setdefault(task, h)
+            if run_heads:
+                self.run_head(task, h, frames, fps, question, answer)
+        answer.text, answer.raw_text = self.text.answer(answer.token_ids)
+        return answer
+
+    def route(self, h: np.ndarray) -> dict[str, np.ndarray]:
+        return self.run(names.TASK_ROUTER, {"hidden": h[None].astype(np.float32)})
+
+    def run_head(self, task: str, h: np.ndarray, frames: np.ndarray, fps: float, question: str, answer: Answer) -> None:
+        height, width = frames.shape[1:3]
+        prompts = self.route(h)
+        if task == "region":
+            box = prompts["region_box"][0].astype(np.float32)
+            scale = np.array([width, height, width, height], np.float32)
+            answer.region.append({"frame": 0, "box": (box * scale).tolist(), "box_normalised": box.tolist()})
+        elif task == "temporal":
+            answer.temporal.append(self.temporal(prompts["temporal_prompt"], frames, fps, question))
+        elif task == "track":
+            answer.track.append(self.track_clip(prompts["track_prompt"], frames))
+
+    def temporal(self, prompt_token: np.ndarray, frames: np.ndarray, fps: float, question: str) -> dict:
+        """The temporal head over the whole clip (offline answer): windows in seconds and per-clip saliency."""
+        tp, mp = self.pre["temporal"], self.pre["mllm"]
+        if tp["features"] != "internal":
+            raise InputError(f"temporal features {tp['features']!r} need external encoders not in the artifacts")
+        clips = preprocess.clip_frame_indices(frames.shape[0], fps, tp["clip_s"], tp["frames_per_clip"])
+        with self.timings.timed("preprocess"):
+            pixels = np.concatenate([preprocess.mllm_pixels(frames[i], mp["image_size"], mp["mean"], mp["std"])
+                                     for i in clips])
+        feats = self.vision_tokens(pixels).mean(axis=1)                                     # (Lv, Dv)
+        video = np.concatenate([feats, preprocess.tef(len(clips))], axis=1)[None].astype(np.float32)
+        ids = self.text.question_ids(question, tp["max_text_tokens"])
+        text = self.embed_tokens(ids)[None]
+        out = self.run(names.TEMPORAL_HEAD, {
+            "text_feats": text, "text_mask": np.ones(text.shape[:2], bool), "video_feats": video,
+            "video_mask": np.ones(video.shape[:2], bool), "prompt_token": prompt_token.astype(np.float32)})
+        duration = min(video.shape[1] * tp["clip_s"], frames.shape[0] / fps)
+        with self.timings.timed("postprocess"):
+            windows = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration, tp["clip_s"])
+            saliency = postprocess.decode_saliency(out["saliency"][0], np.ones(video.shape[1], bool))
+        return {"windows": windows, "saliency": saliency, "clip_len_s": tp["clip_s"]}
+
+    # ---------------------------------------------------------------------------------- fast path
+    def tracker(self, sparse_prompt: np.ndarray) -> MaskTracker:
+        return MaskTracker(self.runners, self.tracker_cfg, sparse_prompt)
+
+    def track_frame(self, tracker: MaskTracker, frame: np.ndarray) -> list[dict]:
+        """One frame through the fast path; per object {"mask" [H, W] bool, "box" px or None, "score"}."""
+        mk = self.pre["mask"]
+        with self.timings.timed("preprocess"):
+            pixels = preprocess.mask_frame(frame, mk["image_size"], mk["mean"], mk["std"])
+        start = time.perf_counter()
+        step = tracker.step(pixels)
+        self.timings.add("track_step", time.perf_counter() - start)
+        height, width = frame.shape[:2]
+        out = []
+        with self.timings.timed("postprocess"):
+            for o in range(step.mask_logits.shape[0]):
+                mask, box = postprocess.mask_and_box(step.mask_logits[o, 0], height, width)
+                out.append({"mask": mask, "box": box, "score": float(step.object_score[o, 0])})
+        return out
+
+    def track_clip(self, sparse_prompt: np.ndarray, frames: np.ndarray) -> dict:
+        tracker = self.tracker(sparse_prompt)
+        masks, boxes, scores = [], [], []
+        for frame in frames:
+            r = self.track_frame(tracker, frame)[0]
+            masks.append(r["mask"])
+            boxes.append(r["box"])
+            scores.append(r["score"])
+        return {"masks": np.stack(masks), "boxes": boxes, "scores": scores}
+
+
+def check_frames(frames) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise InputError(f"frames must be a uint8 array [N, H, W, 3] (RGB), got "
+                         f"{getattr(frames, 'dtype', type(frames).__name__)} {getattr(frames, 'shape', '')}")
+    if frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise InputError(f"frames: empty array {list(frames.shape)}")
+    return frames
+
+
+def open(artifacts: str | Path, backend: str | Backend = "onnxruntime", verify: bool = True, **backend_args) -> Session:
+    """Load an artifacts folder: read the manifest, check every file's sha256, load each graph on `backend`."""
+    manifest = Manifest.load(artifacts)
+    if verify:
+        manifest.verify()
+    if isinstance(backend, str):
+        backend = open_backend(backend, **backend_args)
+    return Session(manifest, backend)

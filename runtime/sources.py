@@ -1,0 +1,653 @@
+"""Frame sources of the streaming runtime: one iterator of RGB `Frame`s for every kind of input.
+
+    with open_source("clip.mp4", stride=2) as source:      # or 0, "rtsp://...", a folder, an iterator
+        for frame in source:                               # Frame(index, time_s, rgb [H, W, 3] uint8)
+            ...
+        source.stats                                       # frames_in, delivered, dropped, ...
+
+What `spec` may be, and how it is read:
+- a video file (anything OpenCV reads): every frame, in order, never dropped;
+- a folder of images (.jpg .jpeg .png .bmp, sorted by file name, so number them with zero padding):
+  as a video at `fps` (default 30);
+- a Python iterable of RGB frames, or of `(time_s, frame)` pairs (RGB because that is what numpy
+  code produces; OpenCV's BGR order appears only where OpenCV itself decodes);
+- a camera index (an int or a digit string), an rtsp(s):// or http(s):// URL, or a GStreamer
+  pipeline (a string with `!`): *live* sources, read by a thread into a small queue.
+
+Files, folders and iterators are never dropped from: the consumer sets the pace. Live sources run
+at the device's pace, so a slow consumer must lose frames; the queue keeps the newest `queue_size`
+frames (newest wins: a stale frame is worth less than a fresh one) and counts the rest as dropped.
+A live source that fails reconnects with exponential backoff and ends after `ReconnectPolicy.attempts`
+failed attempts in a row. `live=True|False` overrides the choice (tests force a fake camera live).
+
+Accounting (`Source.stats`), chosen so that the runtime's summary can say
+`frames_in == processed + dropped`:
+- `frames_in`: frames received from the device, file or iterator and meant for delivery;
+- `delivered`: frames handed to the consumer; `dropped`: received but not delivered (newest-wins
+  drops, corrupt frames, frames still queued when the source closes); `corrupt`: of those dropped,
+  frames that could not be read or converted;
+- `skipped`: frames passed over by `stride`, *not* in `frames_in` (the user asked for them to go);
+- `reconnects`: reconnection attempts.
+After the source is closed (iterating to the end closes it) `frames_in == delivered + dropped`;
+while it runs, the difference is the frames waiting in the queue (`stats.in_flight`).
+
+`Frame.index` counts every frame the source produced, skipped and dropped ones included, so it is
+the frame's position in the file. `Frame.time_s` is the source's timestamp: the container's time for
+files when it is sane, else index / fps; seconds since the source opened (monotonic clock) for live
+sources; the given time for `(time_s, frame)` pairs.
+
+Reconnections, corrupt frames and early ends are recorded in `Source.events` as
+`{"type": "source", "event": name, "detail": one line, "time_s": t}`; `new_events()` returns those
+not yet returned, for the runtime to forward to its sinks.
+
+A corrupt frame is one that fails to decode between readable frames: OpenCV returns no image, an
+image file does not decode, an iterator yields something that is not a uint8 image. Failures that
+run to the end of a file (a truncated file, a frame count the container overstates) end the stream
+with an `ended_early` event instead: those frames were never received.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from tpo.errors import InputError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_FPS = 30.0
+URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+JOIN_TIMEOUT_S = 2.0   # a reader blocked inside the driver is left behind (daemon) after this
+
+
+@dataclass
+class Frame:
+    """One decoded frame: `rgb` is uint8 [H, W, 3], C-contiguous, owned (never a view of the input)."""
+
+    index: int
+    time_s: float
+    rgb: np.ndarray
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+@dataclass
+class SourceStats:
+    """Counts of one source; see the module docstring for what each means."""
+
+    frames_in: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    corrupt: int = 0
+    skipped: int = 0
+    reconnects: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Frames received and neither delivered nor dropped yet (queued); 0 once the source closed."""
+        return self.frames_in - self.delivered - self.dropped
+
+    def as_dict(self) -> dict[str, int]:
+        return {"frames_in": self.frames_in, "delivered": self.delivered, "dropped": self.dropped,
+                "corrupt": self.corrupt, "skipped": self.skipped, "reconnects": self.reconnects}
+
+
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """Backoff of a live source after a failure: attempt k waits min(initial_s * factor**(k-1), max_s).
+
+    The count restarts after every frame read, so a flaky camera can reconnect forever while a dead one
+    ends after `attempts` tries. `attempts=0` ends the stream at the first failure.
+    """
+
+    attempts: int = 6
+    initial_s: float = 0.5
+    factor: float = 2.0
+    max_s: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.initial_s * self.factor ** (attempt - 1), self.max_s)
+
+
+class Capture(Protocol):
+    """The part of cv2.VideoCapture a source uses; `capture_factory` may return any such object."""
+
+    def isOpened(self) -> bool: ...   # noqa: N802  (OpenCV's name)
+
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+
+    def release(self) -> None: ...
+
+    def get(self, prop: int) -> float: ...
+
+
+# ------------------------------------------------------------------------------------------ to_rgb
+def to_rgb(image: Any, where: str, *, rgb: bool = False) -> np.ndarray:
+    """A uint8 [H, W, 3] RGB copy of `image`, or InputError naming `where` (e.g. "frame 17 of a.mp4").
+
+    Accepted: uint8 [H, W] or [H, W, 1] (grey), [H, W, 3] and [H, W, 4]. Colour order is BGR / BGRA,
+    as OpenCV decodes, unless `rgb=True` (RGB / RGBA, as numpy code produces). Anything else (other
+    dtypes, other ranks, empty images) is refused rather than guessed at: a float frame may be 0..1 or
+    0..255, and a wrong guess gives a model garbage without any error.
+    """
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"{where}: expected a numpy image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InputError(f"{where}: image dtype {image.dtype}, expected uint8 (scale to 0..255 and cast)")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise InputError(f"{where}: image shape {tuple(image.shape)}, expected [H, W], [H, W, 1|3|4]")
+    if image.size == 0:
+        raise InputError(f"{where}: empty image (shape {tuple(image.shape)})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    image = np.ascontiguousarray(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB if rgb else cv2.COLOR_BGRA2RGB)
+    return image.copy() if rgb else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+# ------------------------------------------------------------------------------------------ records
+@dataclass
+class _Rec:
+    """What a reader produces: a frame, a corrupt frame, a skipped frame, an attempt, or an event."""
+
+    kind: str                 # "frame" | "corrupt" | "skip" | "reconnect" | "event"
+    index: int = -1
+    time_s: float = 0.0
+    image: Any = None
+    rgb: bool = False
+    detail: str = ""
+    event: str = ""
+
+
+def _sane_time(msec: float, index: int, last: float) -> float | None:
+    """The container's timestamp in seconds, or None when it is missing, negative or goes backwards."""
+    if not math.isfinite(msec) or msec < 0 or (msec == 0 and index > 0):
+        return None
+    t = msec / 1000.0
+    return t if t >= last else None
+
+
+def _file_records(cap: Capture, name: str, stride: int, fps: float,
+                  max_failures: int) -> Iterator[_Rec]:
+    """Every frame of an opened capture, on demand. A failed read is kept pending: if a later read
+    succeeds it was a corrupt frame (or a skipped one), otherwise the file ended early. No seeking:
+    OpenCV's FFMPEG reader resumes after a bad packet by itself, and seeking lands off by a frame."""
+    declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    declared = int(declared) if math.isfinite(declared) and declared > 0 else 0
+    pending: list[int] = []
+    pos, last_t = 0, 0.0
+    grab = getattr(cap, "grab", None)
+    try:
+        while True:
+            wanted = pos % stride == 0
+            if wanted or grab is None:
+                ok, image = cap.read()
+                ok = ok and image is not None
+            else:
+                ok, image = bool(grab()), None
+            if not ok:
+                pending.append(pos)
+                pos += 1
+                if not declared or pos >= declared:
+                    if declared and len(pending) and pending[0] < declared:
+                        yield _Rec("event", time_s=last_t, event="ended_early",
+                                   detail=f"{name}: read failed from frame {pending[0]} on, "
+                                          f"{declared} frames declared")
+                    return
+                if len(pending) >= max_failures:
+                    yield _Rec("event", time_s=last_t, event="gave_up",
+                               detail=f"{name}: {max_failures} unreadable frames in a row from frame "
+                                      f"{pending[0]} ({declared} declared); stopping")
+                    return
+                continue
+            for bad in pending:
+                if bad % stride == 0:
+                    t = bad / fps
+                    yield _Rec("corrupt", bad, t, detail=f"frame {bad} of {name}: could not be decoded")
+                else:
+                    yield _Rec("skip", bad)
+            pending.clear()
+            if not wanted:
+                yield _Rec("skip", pos)
+            else:
+                t = _sane_time(cap.get(cv2.CAP_PROP_POS_MSEC), pos, last_t)
+                last_t = t if t is not None else pos / fps
+                yield _Rec("frame", pos, last_t, image=image)
+            pos += 1
+    finally:
+        cap.release()
+
+
+def _folder_records(paths: list[Path], stride: int, fps: float) -> Iterator[_Rec]:
+    for i, path in enumerate(paths):
+        if i % stride:
+            yield _Rec("skip", i)
+            continue
+        t = i / fps
+        try:
+            data = np.fromfile(path, dtype=np.uint8)    # np + imdecode: non-ASCII paths work too
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        except OSError as e:
+            image, why = None, f"{type(e).__name__}: {e}"
+        else:
+            why = "not a decodable image"
+        if image is None:
+            yield _Rec("corrupt", i, t, detail=f"frame {i} ({path.name}): {why}")
+        else:
+            yield _Rec("frame", i, t, image=image)
+
+
+def _iter_records(items: Iterable[Any], name: str, stride: int, clock: Callable[[int], float]
+                  ) -> Iterator[_Rec]:
+    """Items of a user iterable: RGB arrays or (time_s, array) pairs. Exceptions the iterable raises
+    propagate (a generator that raised cannot go on); a malformed item is a corrupt frame."""
+    for i, item in enumerate(items):
+        if i % stride:
+            yield _Rec("skip", i)
+            continue
+        t, image = clock(i), item
+        if isinstance(item, tuple | list) and len(item) == 2:
+            try:
+                t = float(item[0])
+            except (TypeError, ValueError):
+                yield _Rec("corrupt", i, t, detail=f"frame {i} of {name}: time {item[0]!r} is not a number")
+                continue
+            image = item[1]
+            if not math.isfinite(t):
+                yield _Rec("corrupt", i, clock(i), detail=f"frame {i} of {name}: time {t} is not finite")
+                continue
+        yield _Rec("frame", i, t, image=image, rgb=True)
+
+
+def _live_capture_records(cap: Capture | None, factory: Callable[[], Capture], name: str, stride: int,
+                          policy: ReconnectPolicy, clock: Callable[[], float],
+                          stop: threading.Event) -> Iterator[_Rec]:
+    """Frames of a live capture; on a failed read: release, back off, reopen, up to policy.attempts
+    times in a row. Waits end early when `stop` is set (the consumer closed the source)."""
+    index, failures = 0, 0
+    try:
+        while not stop.is_set():
+            ok, image = cap.read() if cap is not None else (False, None)
+            if ok and image is not None:
+                if failures:
+                    yield _Rec("event", time_s=clock(), event="reconnected",
+                               detail=f"{name}: frames again after {failures} attempt(s)")
+                failures = 0
+                yield _Rec("skip", index) if index % stride else _Rec("frame", index, clock(), image=image)
+                index += 1
+                continue
+            if cap is not None:
+                cap.release()
+                cap = None
+                if failures == 0:
+                    yield _Rec("event", time_s=clock(), event="disconnected", detail=f"{name}: read failed")
+            failures += 1
+            if failures > policy.attempts:
+                yield _Rec("event", time_s=clock(), event="gave_up",
+                           detail=f"{name}: no frames after {policy.attempts} reconnect attempt(s); ending")
+                return
+            delay = policy.delay(failures)
+            if stop.wait(delay):
+                return
+            try:
+                cap = factory()
+                why = "" if cap.isOpened() else "could not open"
+            except Exception as e:    # a driver or factory error is one more failed attempt
+                cap, why = None, f"{type(e).__name__}: {e}"
+            if why and cap is not None:
+                cap.release()
+                cap = None
+            yield _Rec("reconnect", time_s=clock(), event="reconnect_attempt",
+                       detail=f"{name}: attempt {failures}/{policy.attempts} after {delay:g} s"
+                              + (f": {why}" if why else ": opened"))
+    finally:
+        if cap is not None:
+            cap.release()
+
+
+# ------------------------------------------------------------------------------------------ sources
+class Source:
+    """An iterator of `Frame`s with accounting; close it (or use `with`) to stop a live reader thread.
+
+    Single pass: iterating again continues where the last loop stopped. Iterating to the end, or to
+    `max_frames`, closes the source.
+    """
+
+    def __init__(self, name: str, records: Iterator[_Rec], *, live: bool, fps: float | None,
+                 max_frames: int | None):
+        self.name = name
+        self.live = live
+        self.fps = fps
+        self.max_frames = max_frames
+        self._records = records
+        self._stats = SourceStats()
+        self._events: list[dict] = []
+        self._events_read = 0
+        self._lock = threading.Condition()
+        self._closed = False
+
+    # ---- accounting, always under self._lock
+    def _event(self, event: str, detail: str, time_s: float) -> None:
+        self._events.append({"type": "source", "event": event, "detail": detail, "time_s": float(time_s)})
+
+    def _handle(self, rec: _Rec) -> Frame | None:
+        """Counts one record; the Frame to deliver, if it is one. Runs under the lock."""
+        s = self._stats
+        if rec.kind == "skip":
+            s.skipped += 1
+        elif rec.kind == "event":
+            self._event(rec.event, rec.detail, rec.time_s)
+        elif rec.kind == "reconnect":
+            s.reconnects += 1
+            self._event(rec.event, rec.detail, rec.time_s)
+        elif rec.kind == "corrupt":
+            s.frames_in += 1
+            s.corrupt += 1
+            s.dropped += 1
+            self._event("corrupt_frame", rec.detail, rec.time_s)
+        else:
+            s.frames_in += 1
+            try:
+                rgb = to_rgb(rec.image, f"frame {rec.index} of {self.name}", rgb=rec.rgb)
+            except InputError as e:
+                s.corrupt += 1
+                s.dropped += 1
+                self._event("corrupt_frame", str(e), rec.time_s)
+                return None
+            return Frame(rec.index, float(rec.time_s), rgb)
+        return None
+
+    # ---- public
+    @property
+    def stats(self) -> SourceStats:
+        """A consistent copy of the counts (the live reader thread updates the real ones)."""
+        with self._lock:
+            return replace(self._stats)
+
+    @property
+    def events(self) -> list[dict]:
+        with self._lock:
+            return list(self._events)
+
+    def new_events(self) -> list[dict]:
+        """Events recorded since the last call (for forwarding to sinks as they happen)."""
+        with self._lock:
+            out = self._events[self._events_read:]
+            self._events_read = len(self._events)
+            return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self
+
+    def __next__(self) -> Frame:
+        if self._closed:
+            raise StopIteration
+        if self.max_frames is not None and self._stats.delivered >= self.max_frames:
+            self.close()
+            raise StopIteration
+        frame = self._next_frame()
+        if frame is None:
+            self.close()
+            raise StopIteration
+        return frame
+
+    def _next_frame(self) -> Frame | None:
+        """The next frame (counted as delivered), or None at the end."""
+        for rec in self._records:
+            with self._lock:
+                frame = self._handle(rec)
+                if frame is not None:
+                    self._stats.delivered += 1
+                    return frame
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._records.close()     # type: ignore[attr-defined]  (a generator: its finally releases)
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "live" if self.live else "offline"
+        return f"<Source {self.name} {kind} fps={self.fps} {self.stats.as_dict()}>"
+
+
+class _PeekedSource(Source):
+    """A file or folder source that reads its first frame on opening, so an unreadable input fails in
+    `open_source` with one line rather than as an empty stream."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._peeked = super()._next_frame()
+        if self._peeked is None:
+            events = "; ".join(e["detail"] for e in self._events)
+            self.close()
+            raise InputError(f"{self.name}: no frame could be read" + (f" ({events})" if events else ""))
+        self._stats.delivered -= 1     # counted when handed out
+
+    def _next_frame(self) -> Frame | None:
+        if self._peeked is not None:
+            frame, self._peeked = self._peeked, None
+            with self._lock:
+                self._stats.delivered += 1
+            return frame
+        return super()._next_frame()
+
+
+class LiveSource(Source):
+    """A source read by a thread into a queue of `queue_size` frames; when it is full the oldest queued
+    frame is dropped (and counted) so the consumer always gets the newest."""
+
+    def __init__(self, name: str, records: Iterator[_Rec], *, stop: threading.Event, fps: float | None,
+                 max_frames: int | None, queue_size: int):
+        super().__init__(name, records, live=True, fps=fps, max_frames=max_frames)
+        self._stop = stop
+        self._queue: deque[Frame] = deque()
+        self._queue_size = queue_size
+        self._finished = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"tpo-source {name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for rec in self._records:
+                if rec.kind == "frame":    # convert outside the lock: the consumer is not held up
+                    try:
+                        rec = replace(rec, image=to_rgb(rec.image, f"frame {rec.index} of {self.name}",
+                                                        rgb=rec.rgb), rgb=True)
+                    except InputError as e:
+                        rec = replace(rec, kind="corrupt", image=None, detail=str(e))
+                with self._lock:
+                    if self._stop.is_set():
+                        break
+                    frame = self._handle(rec)
+                    if frame is not None:
+                        if len(self._queue) >= self._queue_size:
+                            self._queue.popleft()
+                            self._stats.dropped += 1
+                        self._queue.append(frame)
+                        self._lock.notify_all()
+        except BaseException as e:    # re-raised in the consumer's thread
+            self._error = e
+        finally:
+            self._records.close()     # type: ignore[attr-defined]
+            with self._lock:
+                self._finished = True
+                self._lock.notify_all()
+
+    def _next_frame(self) -> Frame | None:
+        with self._lock:
+            while not self._queue and not self._finished:
+                self._lock.wait()
+            if self._queue:
+                self._stats.delivered += 1
+                return self._queue.popleft()
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.close()
+            raise error
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            self._stop.set()
+            self._lock.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(JOIN_TIMEOUT_S)
+        with self._lock:     # received, never delivered: dropped, so frames_in == delivered + dropped
+            self._stats.dropped += len(self._queue)
+            self._queue.clear()
+
+
+# ------------------------------------------------------------------------------------------ opening
+def _has_gstreamer() -> bool:
+    match = re.search(r"GStreamer:\s*(\S+)", cv2.getBuildInformation())
+    return bool(match) and match.group(1).upper() not in ("NO", "OFF")
+
+
+def _capture_fps(cap: Capture) -> float | None:
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 0 < fps < 1000 else None
+
+
+def _describe(spec: Any) -> tuple[str, str]:
+    """(kind, name) of a spec: kind is file | folder | camera | url | gstreamer | iterable."""
+    if isinstance(spec, bool):
+        raise InputError(f"source {spec!r}: not a file, folder, camera index, URL or iterable")
+    if isinstance(spec, int):
+        return "camera", f"camera {spec}"
+    if isinstance(spec, Path):
+        return ("folder" if spec.is_dir() else "file"), str(spec)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if not text:
+            raise InputError("source '': empty")
+        if text.lower().startswith(URL_SCHEMES):
+            return "url", text
+        if Path(text).exists():       # an existing path wins over the patterns below
+            return ("folder" if Path(text).is_dir() else "file"), text
+        if "!" in text:
+            return "gstreamer", text
+        if text.isdigit():
+            return "camera", f"camera {text}"
+        return "file", text
+    if isinstance(spec, bytes):
+        raise InputError("source given as bytes: pass a path or a URL as str")
+    if isinstance(spec, Iterable) or hasattr(spec, "__next__"):
+        return "iterable", f"<{type(spec).__name__}>"
+    raise InputError(f"source of type {type(spec).__name__}: not a file, folder, camera index, URL or iterable")
+
+
+def _default_factory(kind: str, spec: Any) -> Callable[[], Capture]:
+    if kind == "camera":
+        return lambda: cv2.VideoCapture(int(spec))
+    if kind == "gstreamer":
+        return lambda: cv2.VideoCapture(str(spec), cv2.CAP_GSTREAMER)
+    return lambda: cv2.VideoCapture(str(spec))
+
+
+def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, live: bool | None = None,
+                queue_size: int = 2, reconnect: ReconnectPolicy = ReconnectPolicy(), fps: float | None = None,
+                capture_factory: Callable[[], Capture] | None = None,
+                max_consecutive_failures: int = 10) -> Source:
+    """Opens `spec` (see the module docstring) as a `Source`; one-line InputError if it cannot be read.
+
+    stride: deliver every stride-th frame (the others count as `skipped`). max_frames: stop after
+    that many delivered frames. live: force the threaded newest-wins reader on (or off). queue_size:
+    frames a live source holds for a slow consumer. reconnect: backoff of live sources. fps: frame rate
+    of folders and iterators (default 30), and of a video whose container states none.
+    capture_factory: builds the OpenCV-like capture instead of cv2.VideoCapture (tests, custom
+    drivers); `spec` then only names the source. max_consecutive_failures: unreadable frames in a row
+    after which a file is abandoned.
+    """
+    if not isinstance(stride, int) or stride < 1:
+        raise InputError(f"stride {stride!r}: must be an integer >= 1")
+    if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
+        raise InputError(f"max_frames {max_frames!r}: must be an integer >= 0")
+    if not isinstance(queue_size, int) or queue_size < 1:
+        raise InputError(f"queue_size {queue_size!r}: must be an integer >= 1")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"fps {fps!r}: must be a positive number")
+
+    if capture_factory is not None:
+        kind, name = "capture", str(spec)
+    else:
+        kind, name = _describe(spec)
+    is_live = live if live is not None else kind in ("camera", "url", "gstreamer")
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def since_start() -> float:
+        return time.monotonic() - start
+
+    def build(records: Iterator[_Rec], source_fps: float | None, peek: bool) -> Source:
+        if is_live:
+            return LiveSource(name, records, stop=stop, fps=source_fps, max_frames=max_frames,
+                              queue_size=queue_size)
+        cls = _PeekedSource if peek else Source
+        return cls(name, records, live=False, fps=source_fps, max_frames=max_frames)
+
+    if kind == "iterable":
+        rate = fps or DEFAULT_FPS
+        clock = (lambda i: since_start()) if is_live else (lambda i: i / rate)
+        return build(_iter_records(spec, name, stride, clock), rate, peek=False)
+
+    if kind == "folder":
+        folder = Path(spec)
+        paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                       key=lambda p: p.name)
+        if not paths:
+            raise InputError(f"folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        rate = fps or DEFAULT_FPS
+        return build(_folder_records(paths, stride, rate), rate, peek=True)
+
+    if kind == "file" and not Path(spec).is_file():
+        raise InputError(f"{name}: no such file or folder")
+    if kind == "gstreamer" and capture_factory is None and not _has_gstreamer():
+        raise InputError(f"GStreamer pipeline {name!r}: this OpenCV has no GStreamer support "
+                         "(cv2.getBuildInformation() says GStreamer: NO); use an OpenCV built with it")
+    factory = capture_factory or _default_factory(kind, spec)
+    try:
+        cap = factory()
+        opened = cap.isOpened()
+    except Exception as e:
+        raise InputError(f"{name}: cannot open ({type(e).__name__}: {e})") from e
+    if not opened:
+        cap.release()
+        why = {"camera": "no such camera, or it is busy", "url": "cannot connect or unsupported stream",
+               "gstreamer": "the pipeline does not start"}.get(kind, "OpenCV cannot read it as a video")
+        raise InputError(f"{name}: cannot open ({why})")
+    source_fps = _capture_fps(cap) or fps
+    if is_live:
+        records = _live_capture_records(cap, factory, name, stride, reconnect, since_start, stop)
+        return build(records, source_fps, peek=False)
+    records = _file_records(cap, name, stride, source_fps or DEFAULT_FPS, max_consecutive_failures)
+    return build(records, source_fps, peek=kind in ("file", "capture"))

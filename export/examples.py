@@ -18,12 +18,11 @@ from torch import Tensor
 
 from tpo import manifest as names
 from tpo.model.generate import temporal_source
+from tpo.model.graphs import GraphDef
 from tpo.model.mask_tracker import track
 from tpo.model.preprocess import Video, mask_pixels, middle_frame_indices, mllm_pixels
 from tpo.model.prompt import build_prompt
 from tpo.model.tpo_model import TPOModel
-
-from .graphs import VISION_ENCODER_IMAGE, GraphDef
 
 Inputs = dict[str, Tensor]
 TRACE_SIZES = {"batch": 2, "num_vision_tokens": 98, "sequence": 3, "past_sequence": 5, "total_sequence": 8,
@@ -77,7 +76,7 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
     pixels = mllm_pixels(frames, cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std)
     image_pixels = mllm_pixels(frames[len(frames) // 2:][:1], cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std)
     out[names.VISION_ENCODER] = [{"pixels": pixels}]
-    out[VISION_ENCODER_IMAGE] = [{"pixels": image_pixels}]
+    out[names.VISION_ENCODER_IMAGE] = [{"pixels": image_pixels}]
     tokens = model.vision_layernorm(model.vision_encoder(pixels))
     image_tokens = model.vision_layernorm(model.vision_encoder(image_pixels))
     out[names.CONNECTOR] = [{"vision_tokens": tokens}, {"vision_tokens": image_tokens}]

@@ -26,8 +26,8 @@ import torch
 
 from tpo import manifest as names
 from tpo.errors import CheckpointError, ConfigError, InputError, TPOError
+from tpo.model.graphs import GraphDef, export_copy, graph_defs
 
-from .graphs import GraphDef, export_copy, graph_defs
 from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, to_fp16
 from .parity import graph_parity
 
@@ -176,7 +176,7 @@ def build_manifest(cfg, tokenizer, checkpoint: dict, opts: ExportOptions) -> dic
                 "past_key": names.PAST_KEY, "past_value": names.PAST_VALUE, "present_key": names.PRESENT_KEY,
                 "present_value": names.PRESENT_VALUE, "max_prompt_tokens": MAX_PROMPT_TOKENS,
                 "num_visual_tokens": cfg.num_visual_tokens},
-        "vision": {"graphs_by_frames": {str(cfg.vision.num_frames): names.VISION_ENCODER, "1": "vision_encoder_image"}},
+        "vision": {"graphs_by_frames": {str(cfg.vision.num_frames): names.VISION_ENCODER, "1": names.VISION_ENCODER_IMAGE}},
         "tracker": {"num_maskmem": mh.num_maskmem, "max_object_pointers": mh.max_object_pointers,
                     "image_size": mh.image_size, "low_res_size": mh.low_res_size, "feature_size": mh.feature_size,
                     "hidden_size": mh.hidden_size, "memory_dim": mh.memory_dim,

@@ -19,8 +19,7 @@ import onnx
 import torch
 
 from tpo.errors import ConfigError
-
-from .graphs import GraphDef
+from tpo.model.graphs import GraphDef
 
 MIN_OPSET, MAX_OPSET = 18, 23   # what torch 2.13's dynamo exporter and onnxruntime 1.32 both run
 DEFAULT_OPSET = 20

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .graphs import GraphDef
+from tpo.model.graphs import GraphDef
 
 FP32_MAX_REL = 1e-4
 # fp16 graph errors are reported, not gated: a drift that matters shows in the task metrics. This bound only

@@ -39,7 +39,8 @@ PRECISIONS = ("fp32", "fp16", "int8")   # int8 is reserved for the calibration i
 EXPORTABLE_PRECISIONS = ("fp32", "fp16")
 
 # ------------------------------------------------------------------------------------------ graph names
-VISION_ENCODER = "vision_encoder"
+VISION_ENCODER = "vision_encoder"               # num_frames frames (videos)
+VISION_ENCODER_IMAGE = "vision_encoder_image"   # one frame (images, the temporal head's clips)
 CONNECTOR = "connector"
 LLM = "llm"
 TASK_ROUTER = "task_router"
@@ -52,10 +53,10 @@ MEMORY_ENCODER = "memory_encoder"
 MEMORY_ATTENTION = "memory_attention"
 
 GRAPHS = (
-    VISION_ENCODER, CONNECTOR, LLM, TASK_ROUTER, BOX_ENCODER, TEMPORAL_HEAD,
+    VISION_ENCODER, VISION_ENCODER_IMAGE, CONNECTOR, LLM, TASK_ROUTER, BOX_ENCODER, TEMPORAL_HEAD,
     MASK_IMAGE_ENCODER, MASK_DECODER_PROMPTED, MASK_DECODER_TRACKED, MEMORY_ENCODER, MEMORY_ATTENTION,
 )
-SLOW_PATH = (VISION_ENCODER, CONNECTOR, LLM, TASK_ROUTER, BOX_ENCODER, TEMPORAL_HEAD)
+SLOW_PATH = (VISION_ENCODER, VISION_ENCODER_IMAGE, CONNECTOR, LLM, TASK_ROUTER, BOX_ENCODER, TEMPORAL_HEAD)
 FAST_PATH = (MASK_IMAGE_ENCODER, MASK_DECODER_PROMPTED, MASK_DECODER_TRACKED, MEMORY_ENCODER, MEMORY_ATTENTION)
 
 # files saved beside the graphs

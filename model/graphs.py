@@ -36,10 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from tpo import manifest as names
-from tpo.model.llm import merged_llm
-from tpo.model.tpo_model import TPOModel
 
-VISION_ENCODER_IMAGE = "vision_encoder_image"
+from .llm import merged_llm
+from .tpo_model import TPOModel
 
 
 @dataclass
@@ -202,7 +201,7 @@ class MemoryEncoderGraph(nn.Module):
         self.sam = model.sam
 
     def forward(self, image: Tensor, mask_logits: Tensor, is_conditioning: Tensor):
-        from tpo.model.mask_head import MEMORY_MASK_BIAS, MEMORY_MASK_SCALE
+        from .mask_head import MEMORY_MASK_BIAS, MEMORY_MASK_SCALE
 
         s = self.sam.config.image_size
         o = mask_logits.shape[0]
@@ -247,7 +246,7 @@ def graph_defs(model: TPOModel) -> list[GraphDef]:
         GraphDef(names.VISION_ENCODER, VisionEncoderGraph(model, v.num_frames),
                  [f32("pixels", "batch", 3, v.num_frames, v.image_size, v.image_size)],
                  [f32("vision_tokens", "batch", v.num_frames * gv * gv, v.width)]),
-        GraphDef(VISION_ENCODER_IMAGE, VisionEncoderGraph(model, 1),
+        GraphDef(names.VISION_ENCODER_IMAGE, VisionEncoderGraph(model, 1),
                  [f32("pixels", "batch", 3, 1, v.image_size, v.image_size)],
                  [f32("vision_tokens", "batch", gv * gv, v.width)]),
         GraphDef(names.CONNECTOR, ConnectorGraph(model),

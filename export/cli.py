@@ -51,7 +51,7 @@ def print_summary(manifest: dict) -> None:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"   # noqa: E731
         print(f"task parity vs PyTorch ({len(tasks['rows'])} questions): triggers same={w['same_triggers']}, "
               f"tokens same={w['same_tokens']}, worst box IoU {fmt(w['box_iou'])}, worst mask IoU "
-              f"{fmt(w['mask_iou'])}, worst track box IoU {fmt(w['track_box_iou'])}, top window off by "
+              f"{fmt(w['mask_iou'])}, worst track box IoU {fmt(w['track_box_iou'])}, windows off by "
               f"{fmt(w['window_err_s'])} s")
 
 
@@ -95,14 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(manifest)
     print(f"wrote {args.out} ({len(manifest['graphs'])} graphs, {manifest['precision']})")
     if "tensorrt" in opts.targets:
-        from .tensorrt import build_engines
+        return tensorrt_target(manifest, args.out)
+    return 0
 
-        try:
-            built = build_engines(manifest, args.out, progress=print)
-        except TPOError as e:
-            print(f"tpo-export: {e}", file=sys.stderr)
-            return EXIT_TENSORRT
-        print(f"tensorrt: {len(built)} engines")
+
+def tensorrt_target(manifest: dict, out: Path) -> int:
+    """Build engines for a finished ONNX export; without a GPU or TensorRT: one line, exit 4."""
+    from .tensorrt import build_engines
+
+    try:
+        built = build_engines(manifest, out, progress=print)
+    except TPOError as e:
+        print(f"tpo-export: {e} (the onnx target in {out} is complete)", file=sys.stderr)
+        return EXIT_TENSORRT
+    print(f"tensorrt: {len(built)} engines")
     return 0
 
 

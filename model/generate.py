@@ -41,6 +41,7 @@ class TemporalResult:
     windows: list[list[float]]     # [[start_s, end_s, score], ...], best first
     saliency: list[float]          # one score per clip
     clip_len_s: float
+    windows_raw: list[list[float]] = field(default_factory=list)   # not snapped to the clip grid
 
 
 @dataclass
@@ -154,7 +155,8 @@ def run_head(model, tokenizer, task: str, h: torch.Tensor, video: Video, questio
         duration = min(feats.video.shape[1] * feats.clip_len_s, video.duration_s)
         result.temporal.append(TemporalResult(
             windows=decode_windows(out, duration_s=duration, clip_len_s=feats.clip_len_s),
-            saliency=decode_saliency(out), clip_len_s=feats.clip_len_s))
+            saliency=decode_saliency(out), clip_len_s=feats.clip_len_s,
+            windows_raw=decode_windows(out, duration_s=duration, clip_len_s=feats.clip_len_s, snap=False)))
     elif task == "track":
         cfg = model.cfg
         sparse = model.track_prompt(h[None]).to(model.dtype)           # (1, 3, C)

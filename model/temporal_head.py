@@ -419,10 +419,11 @@ class TemporalHead(nn.Module):
 
 
 def decode_windows(output: TemporalHeadOutput, duration_s: float, clip_len_s: float = 1.0,
-                   batch_index: int = 0) -> list[list[float]]:
+                   batch_index: int = 0, snap: bool = True) -> list[list[float]]:
     """Moments of one sample as [[start_s, end_s, score], ...], best first, as the release post-processes:
     score = softmax(logits)[..., 0]; (centre, width) -> (start, end) x duration, clamped to [0, duration];
-    stable sort by score; every value rounded to 4 decimals; times rounded to multiples of `clip_len_s`."""
+    stable sort by score; every value rounded to 4 decimals; times rounded to multiples of `clip_len_s`
+    (`snap=False` skips that last step: the head's own resolution, for comparing backends)."""
     if duration_s <= 0 or clip_len_s <= 0:
         raise InputError(f"decode_windows: duration_s ({duration_s}) and clip_len_s ({clip_len_s}) must be > 0")
     scores = output.logits[batch_index].float().softmax(-1)[:, 0]  # (Q,)
@@ -431,6 +432,8 @@ def decode_windows(output: TemporalHeadOutput, duration_s: float, clip_len_s: fl
     windows = windows.clamp(0, duration_s)
     order = torch.sort(scores, descending=True, stable=True).indices
     rows = [[float(f"{v:.4f}") for v in row] for row in torch.cat([windows, scores[:, None]], 1)[order].tolist()]
+    if not snap:
+        return rows
     times = torch.round(torch.tensor([r[:2] for r in rows]) / clip_len_s) * clip_len_s
     return [t + [float(f"{r[2]:.4f}")] for t, r in zip(times.tolist(), rows)]
 

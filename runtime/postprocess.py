@@ -27,8 +27,10 @@ def mask_and_box(logits: np.ndarray, height: int, width: int) -> tuple[np.ndarra
     return mask, [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
 
 
-def decode_windows(logits: np.ndarray, spans: np.ndarray, duration_s: float, clip_len_s: float) -> list[list[float]]:
-    """logits [Q, 2], spans [Q, 2] (centre, width as fractions) -> [[start_s, end_s, score], ...] best first."""
+def decode_windows(logits: np.ndarray, spans: np.ndarray, duration_s: float, clip_len_s: float,
+                   snap: bool = True) -> list[list[float]]:
+    """logits [Q, 2], spans [Q, 2] (centre, width as fractions) -> [[start_s, end_s, score], ...] best first;
+    `snap=False` leaves the times at the head's resolution (4 decimals) instead of the clip grid."""
     z = logits.astype(np.float32)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     scores = (e / e.sum(axis=1, keepdims=True))[:, 0]
@@ -39,7 +41,8 @@ def decode_windows(logits: np.ndarray, spans: np.ndarray, duration_s: float, cli
     out = []
     for i in order:
         start, end = (float(f"{v:.4f}") for v in windows[i])
-        start, end = (float(np.round(v / clip_len_s) * clip_len_s) for v in (start, end))
+        if snap:
+            start, end = (float(np.round(v / clip_len_s) * clip_len_s) for v in (start, end))
         out.append([start, end, float(f"{float(scores[i]):.4f}")])
     return out
 
@@ -63,3 +66,14 @@ def box_iou(a: list[float] | None, b: list[float] | None) -> float:
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def window_set_error(a: list[list[float]], b: list[list[float]], score_tol: float = 1e-3) -> float:
+    """Seconds by which window lists a and b ([[start, end, score], ...]) disagree: for each window of a, the
+    nearest window of b with a score within `score_tol`; the worst of those (inf if one has no partner).
+    Order is not compared: queries whose scores tie to 1e-4 (common in CG-DETR) sort either way."""
+    worst = 0.0
+    for wa in a:
+        errs = [max(abs(wa[0] - wb[0]), abs(wa[1] - wb[1])) for wb in b if abs(wa[2] - wb[2]) <= score_tol]
+        worst = max(worst, min(errs, default=float("inf")))
+    return worst

@@ -194,29 +194,43 @@ class Session:
 
     def temporal(self, prompt_token: np.ndarray, frames: np.ndarray, fps: float, question: str) -> dict:
         """The temporal head over the whole clip (offline answer): windows in seconds and per-clip saliency."""
+        tp = self.pre["temporal"]
+        clips = preprocess.clip_frame_indices(frames.shape[0], fps, tp["clip_s"], tp["frames_per_clip"])
+        feats = self.clip_features(np.stack([frames[i] for i in clips]))
+        return self.temporal_from_features(prompt_token, feats, question, min(len(clips) * tp["clip_s"],
+                                                                              frames.shape[0] / fps))
+
+    def clip_features(self, clip_frames: np.ndarray) -> np.ndarray:
+        """[Lv, Tc, H, W, 3] uint8 (Tc frames per clip) -> [Lv, Dv] the temporal head's per-clip video features
+        (mean-pooled normalised vision tokens; the model side's `InternalFeatures`)."""
         tp, mp = self.pre["temporal"], self.pre["mllm"]
         if tp["features"] != "internal":
             raise InputError(f"temporal features {tp['features']!r} need external encoders not in the artifacts")
-        clips = preprocess.clip_frame_indices(frames.shape[0], fps, tp["clip_s"], tp["frames_per_clip"])
         with self.timings.timed("preprocess"):
-            pixels = np.concatenate([preprocess.mllm_pixels(frames[i], mp["image_size"], mp["mean"], mp["std"])
-                                     for i in clips])
-        feats = self.vision_tokens(pixels).mean(axis=1)                                     # (Lv, Dv)
-        video = np.concatenate([feats, preprocess.tef(len(clips))], axis=1)[None].astype(np.float32)
+            pixels = np.concatenate([preprocess.mllm_pixels(c, mp["image_size"], mp["mean"], mp["std"])
+                                     for c in clip_frames])
+        return self.vision_tokens(pixels).mean(axis=1)
+
+    def temporal_from_features(self, prompt_token: np.ndarray, feats: np.ndarray, question: str,
+                               duration_s: float) -> dict:
+        """feats [Lv, Dv] (+ TEF added here) -> {"windows": [[start_s, end_s, score], ...], "saliency", ...}."""
+        tp = self.pre["temporal"]
+        video = np.concatenate([feats, preprocess.tef(len(feats))], axis=1)[None].astype(np.float32)
         ids = self.text.question_ids(question, tp["max_text_tokens"])
         text = self.embed_tokens(ids)[None]
         out = self.run(names.TEMPORAL_HEAD, {
             "text_feats": text, "text_mask": np.ones(text.shape[:2], bool), "video_feats": video,
             "video_mask": np.ones(video.shape[:2], bool), "prompt_token": prompt_token.astype(np.float32)})
-        duration = min(video.shape[1] * tp["clip_s"], frames.shape[0] / fps)
         with self.timings.timed("postprocess"):
-            windows = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration, tp["clip_s"])
+            windows = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"])
+            raw = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"],
+                                             snap=False)
             saliency = postprocess.decode_saliency(out["saliency"][0], np.ones(video.shape[1], bool))
-        return {"windows": windows, "saliency": saliency, "clip_len_s": tp["clip_s"]}
+        return {"windows": windows, "windows_raw": raw, "saliency": saliency, "clip_len_s": tp["clip_s"]}
 
     # ---------------------------------------------------------------------------------- fast path
     def tracker(self, sparse_prompt: np.ndarray) -> MaskTracker:
-        return MaskTracker(self.runners, self.tracker_cfg, sparse_prompt)
+        return MaskTracker(self.run, self.tracker_cfg, sparse_prompt)
 
     def track_frame(self, tracker: MaskTracker, frame: np.ndarray) -> list[dict]:
         """One frame through the fast path; per object {"mask" [H, W] bool, "box" px or None, "score"}."""

@@ -12,6 +12,7 @@ few preallocated arrays updated in place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +32,8 @@ class TrackStep:
 class MaskTracker:
     """Host state of one tracked clip for O objects; `step(pixels)` per frame, prompted on the first."""
 
-    def __init__(self, runners: dict, tracker_cfg: dict, sparse_prompt: np.ndarray):
-        self.r = runners
+    def __init__(self, run: Callable[[str, dict], dict], tracker_cfg: dict, sparse_prompt: np.ndarray):
+        self.run = run   # (graph name, inputs) -> outputs: the session's timed call
         k, p = int(tracker_cfg["num_maskmem"]), int(tracker_cfg["max_object_pointers"])
         g, cm, c = int(tracker_cfg["feature_size"]), int(tracker_cfg["memory_dim"]), int(tracker_cfg["hidden_size"])
         if sparse_prompt.ndim != 3 or sparse_prompt.shape[2] != c:
@@ -59,9 +60,9 @@ class MaskTracker:
     def step(self, pixels: np.ndarray) -> TrackStep:
         """pixels [1, 3, S, S] float32 (runtime.preprocess.mask_frame) -> this frame's masks."""
         t = self.next_frame
-        f = self.r[names.MASK_IMAGE_ENCODER].run({"pixels": pixels})
+        f = self.run(names.MASK_IMAGE_ENCODER, {"pixels": pixels})
         if t == 0:
-            out = self.r[names.MASK_DECODER_PROMPTED].run({
+            out = self.run(names.MASK_DECODER_PROMPTED, {
                 "image": f["image"], "high_res_s4": f["high_res_s4"], "high_res_s8": f["high_res_s8"],
                 "sparse_prompt": self.sparse_prompt})
         else:
@@ -70,14 +71,14 @@ class MaskTracker:
             memory_valid = (frames >= 0) & ((frames == 0) | (t - frames <= self.k - 1))
             pointer_valid = (self.pointer_frame >= 0) & (self.pointer_frame < t)
             o = self.objects
-            conditioned = self.r[names.MEMORY_ATTENTION].run({
+            conditioned = self.run(names.MEMORY_ATTENTION, {
                 "image": f["image"], "image_pos": f["image_pos"], "memory": self.memory,
                 "memory_pos": self.memory_pos, "memory_time": np.broadcast_to(memory_time, (o, self.k)),
                 "memory_valid": np.broadcast_to(memory_valid, (o, self.k)), "pointers": self.pointers,
                 "pointer_valid": np.broadcast_to(pointer_valid, (o, self.p))})["conditioned"]
-            out = self.r[names.MASK_DECODER_TRACKED].run({
+            out = self.run(names.MASK_DECODER_TRACKED, {
                 "conditioned": conditioned, "high_res_s4": f["high_res_s4"], "high_res_s8": f["high_res_s8"]})
-        mem = self.r[names.MEMORY_ENCODER].run({
+        mem = self.run(names.MEMORY_ENCODER, {
             "image": f["image"], "mask_logits": out["mask_logits"], "is_conditioning": np.array(t == 0)})
         self._store(t, mem["memory"], mem["memory_pos"], out["object_pointer"])
         self.next_frame = t + 1

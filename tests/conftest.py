@@ -16,3 +16,22 @@ def reference_dir() -> Path:
     if not (REFERENCE / "model.safetensors.index.json").is_file():
         pytest.fail(f"reference files missing at {REFERENCE}: the checkout needs ../shared beside it")
     return REFERENCE
+
+
+def _export(tmp_path_factory, precision: str) -> Path:
+    """Export the embedded tiny checkpoint once per test session (about a minute per precision here)."""
+    from tpo.export.exporter import ExportOptions, export_artifacts
+
+    out = tmp_path_factory.mktemp("artifacts") / precision
+    export_artifacts(ExportOptions(out=out, precision=precision, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def fp32_artifacts(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory, "fp32")
+
+
+@pytest.fixture(scope="session")
+def fp16_artifacts(tmp_path_factory) -> Path:
+    return _export(tmp_path_factory, "fp16")

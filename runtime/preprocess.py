@@ -4,8 +4,8 @@ Same arithmetic as `tpo.model.preprocess` (the PyTorch reference) so that backen
 - MLLM frames: bicubic antialiased resize of the uint8 frame (torch's separable filter, a = -0.5, support
   widened when downscaling), rounded half to even and clamped to uint8, then /255 and mean/std.
 - mask frames: /255, the same resize in float (no rounding), then mean/std.
-The filter taps come from `tpo.kernels.reference` (the CUDA kernels' reference), applied as a gather and a
-weighted sum per pass, in float32; taps are cached per (input size, output size).
+The filter taps come from `tpo.kernels.reference` (the CUDA kernels' reference), laid out as one dense matrix
+per axis (cached per input and output size) and applied as two matrix products in float32.
 """
 
 from __future__ import annotations
@@ -18,36 +18,38 @@ from tpo.kernels.reference import aa_bicubic_taps
 
 
 @lru_cache(maxsize=32)
-def _taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _resize_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """[out_size, in_size] float32: the antialiased bicubic taps of one axis as a dense matrix, so a resize is two
+    BLAS matrix products (3-4x faster here than gathering taps, and the same sums)."""
     index, weight = aa_bicubic_taps(in_size, out_size)
-    return index, weight.astype(np.float32)
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.repeat(np.arange(out_size), index.shape[1])
+    np.add.at(m, (rows, index.reshape(-1)), weight.reshape(-1))
+    return m.astype(np.float32)
 
 
-def resize_bicubic_aa(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """[H, W, C] (uint8 or float) -> [height, width, C] float32: horizontal pass, then vertical."""
-    x = frame.astype(np.float32, copy=False)
-    ix, wx = _taps(frame.shape[1], width)
-    rows = np.zeros((frame.shape[0], width, frame.shape[2]), dtype=np.float32)
-    for t in range(ix.shape[1]):
-        rows += x[:, ix[:, t]] * wx[None, :, t, None]
-    iy, wy = _taps(frame.shape[0], height)
-    out = np.zeros((height, width, frame.shape[2]), dtype=np.float32)
-    for t in range(iy.shape[1]):
-        out += rows[iy[:, t]] * wy[:, t, None, None]
-    return out
+def resize_chw(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] (uint8 or float) -> [3, height, width] float32, torch's antialiased bicubic (before rounding)."""
+    h, w, c = frame.shape
+    x = frame.astype(np.float32).transpose(2, 0, 1).reshape(c * h, w)
+    rows = (x @ _resize_matrix(w, width).T).reshape(c, h, width)           # horizontal pass
+    return np.matmul(_resize_matrix(h, height)[None], rows)                # vertical pass: (c, height, width)
 
 
-def _normalise_chw(x: np.ndarray, mean, std) -> np.ndarray:
-    """[h, w, 3] float32 in [0, 1] -> [3, h, w] float32 normalised."""
-    m = np.asarray(mean, np.float32)
-    s = np.asarray(std, np.float32)
-    return np.ascontiguousarray(((x - m) / s).transpose(2, 0, 1))
+def _normalise(chw: np.ndarray, mean, std, scale: float) -> np.ndarray:
+    """(x * scale - mean) / std per channel, in place on a float32 [3, h, w] array."""
+    m = np.asarray(mean, np.float32)[:, None, None]
+    s = np.asarray(std, np.float32)[:, None, None]
+    chw *= np.float32(scale)
+    chw -= m
+    chw /= s
+    return chw
 
 
 def mllm_frame(frame: np.ndarray, size: int, mean, std) -> np.ndarray:
     """[H, W, 3] uint8 RGB -> [3, size, size] float32 (the vision encoder's input per frame)."""
-    resized = np.clip(np.rint(resize_bicubic_aa(frame, size, size)), 0, 255)
-    return _normalise_chw(resized / np.float32(255.0), mean, std)
+    resized = np.clip(np.rint(resize_chw(frame, size, size)), 0, 255)
+    return _normalise(resized, mean, std, 1.0 / 255.0)
 
 
 def mllm_pixels(frames: np.ndarray, size: int, mean, std) -> np.ndarray:
@@ -57,8 +59,7 @@ def mllm_pixels(frames: np.ndarray, size: int, mean, std) -> np.ndarray:
 
 def mask_frame(frame: np.ndarray, size: int, mean, std) -> np.ndarray:
     """[H, W, 3] uint8 RGB -> [1, 3, size, size] float32 (the mask image encoder's input)."""
-    resized = resize_bicubic_aa(frame, size, size) / np.float32(255.0)
-    return _normalise_chw(resized, mean, std)[None]
+    return _normalise(resize_chw(frame, size, size), mean, std, 1.0 / 255.0)[None]
 
 
 def middle_frame_indices(num_frames: int, total: int) -> list[int]:

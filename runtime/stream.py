@@ -110,6 +110,7 @@ def _temporal(session: Session, source: Source, frames_iter, first: list[Frame],
     feats: list[np.ndarray] = []
     chosen: list[Frame] = []          # the frames of the clip being filled
     open_start: float | None = None
+    last: Frame | None = None
     last_time = 0.0
     count = 0
 
@@ -125,7 +126,7 @@ def _temporal(session: Session, source: Source, frames_iter, first: list[Frame],
         if frame is None:
             break
         count += 1
-        last_time = frame.time_s
+        last, last_time = frame, frame.time_s
         clip = len(feats)
         while len(chosen) < per_clip and frame.index >= wanted_index(clip, len(chosen)):
             chosen.append(frame)
@@ -146,9 +147,12 @@ def _temporal(session: Session, source: Source, frames_iter, first: list[Frame],
             yield frame, {"type": "temporal", "event": "close", "time_s": round(end, 3),
                           "windows": [[round(open_start, 3), round(end, 3), best[2]]]}
             open_start = None
-    if chosen:            # a last, partial clip (the offline sampler pads with the last frame as well)
-        chosen += [chosen[-1]] * (per_clip - len(chosen))
+    # clips whose sample times fall past the last frame: the offline sampler clamps them to the last frame
+    n_clips = max(1, int(np.ceil(count / fps / clip_s - 1e-6))) if count else 0
+    while len(feats) < n_clips and last is not None:
+        chosen += [last] * (per_clip - len(chosen))
         feats.append(session.clip_features(np.stack([f.rgb for f in chosen])[None])[0])
+        chosen = []
     if open_start is not None:
         yield None, {"type": "temporal", "event": "close", "time_s": round(last_time, 3),
                      "windows": [[round(open_start, 3), round(last_time, 3), None]]}

@@ -21,6 +21,8 @@ class PreprocessOutput(ctypes.Structure):
         ("width", c_int),
         ("dtype", c_int),
         ("blocks", c_int),
+        ("round_u8", c_int),
+        ("pad_", c_int),
     ]
 
 

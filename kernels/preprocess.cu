@@ -4,7 +4,9 @@
 // interpolate(mode="bicubic", antialias=True) on float32 computes it (PIL's filter, a = -0.5, support
 // scaled by the downscale factor), clamped to [0, 255] and rounded half to even back to uint8 (what
 // torchvision's resize of a uint8 tensor does on the GPU), then /255, minus mean, over std, written
-// as fp32 or fp16 (or as the rounded uint8 itself, for checks).
+// as fp32 or fp16 (or as the rounded uint8 itself, for checks). An output with round_u8 = 0 skips the
+// clamp and the rounding: the resize stays in float (the same as resizing the /255 float image, up to
+// float rounding), as SAM2's mask image encoder takes it.
 //
 // Work split: blocks [0, out[0].blocks) serve output 0, the rest output 1. A thread computes
 // TPO_PREPROCESS_ROWS vertically adjacent pixels of one column: it sums each source row of their
@@ -17,6 +19,9 @@ struct PreprocessOutput {
     int height, width;       // output size in pixels
     int dtype;               // TPO_DTYPE_F32, TPO_DTYPE_F16 or TPO_DTYPE_U8 (rounded resize, no normalisation)
     int blocks;              // thread blocks of the grid that serve this output (0: output unused)
+    int round_u8;            // 1: clamp and round the resize to uint8 before normalising; 0: keep it in
+                             // float (no clamp, no rounding; not with TPO_DTYPE_U8)
+    int pad_;
 };
 
 struct PreprocessParams {
@@ -109,7 +114,8 @@ __device__ __forceinline__ void store(const PreprocessParams& p, const Preproces
                                       const float acc[3]) {
     const i64 at = (i64)oy * o.width + ox;
     for (int c = 0; c < 3; ++c) {
-        const float v = rintf(fminf(fmaxf(acc[c], 0.0f), 255.0f));  // torchvision: clamp, round half to even
+        // torchvision: clamp, round half to even (round_u8); the float path keeps the resize as it is
+        const float v = o.round_u8 ? rintf(fminf(fmaxf(acc[c], 0.0f), 255.0f)) : acc[c];
         const i64 i = c * o.channel_stride + at;
         if (o.dtype == TPO_DTYPE_U8) {
             ((u8*)o.data)[i] = (u8)v;

@@ -6,7 +6,8 @@
     preprocess(device, frame, [video, mask], stream=s)
 
 What each output holds: see preprocess.cu (torchvision's antialiased bicubic resize of a uint8 image,
-rounded to uint8, then /255 and ImageNet mean/std, RGB planes). NV12 is decoded with OpenCV's BT.601
+rounded to uint8, then /255 and ImageNet mean/std, RGB planes; with `round_u8=False` the resize is kept
+in float, neither clamped nor rounded, as a resize of the /255 float image gives it). NV12 is decoded with OpenCV's BT.601
 limited-range integer formula; pixel (x, y) takes chroma pair x // 2 of chroma row y // 2, so odd
 widths and heights need ceil(width / 2) pairs per chroma row and ceil(height / 2) chroma rows.
 Everything is checked before launch; a bad frame or output raises InputError naming the value.
@@ -115,6 +116,9 @@ class ImageOutput:
     """A [3, height, width] RGB output; channel planes channel_stride elements apart (0: height * width).
 
     dtype: "f32", "f16" (normalised) or "u8" (the rounded resize before normalisation, for checks).
+    round_u8: True (default) clamps and rounds the resize to uint8 before normalising (torchvision's
+    resize of a uint8 image: the video encoder's input); False keeps it in float, no clamp (a resize of
+    the /255 float image: SAM2's mask encoder input). "u8" needs True.
     """
 
     ptr: int
@@ -124,9 +128,10 @@ class ImageOutput:
     channel_stride: int = 0
     nbytes: int | None = None
     where: str = "unknown"
+    round_u8: bool = True
 
     @classmethod
-    def from_array(cls, obj) -> ImageOutput:
+    def from_array(cls, obj, round_u8: bool = True) -> ImageOutput:
         """From a [3, H, W] array (or [1, 3, H, W]) with packed rows; any channel stride."""
         view = view_of(obj, "output")
         shape, strides = view.shape, view.strides
@@ -142,7 +147,9 @@ class ImageOutput:
             raise InputError(
                 f"output array must have packed rows (strides [*, W*{item}, {item}]), got {strides}"
             )
-        return cls(view.ptr, shape[1], shape[2], dtype, strides[0] // item, where=view.where)
+        return cls(
+            view.ptr, shape[1], shape[2], dtype, strides[0] // item, where=view.where, round_u8=round_u8
+        )
 
     @property
     def plane_stride(self) -> int:
@@ -195,6 +202,8 @@ def check_output(out: ImageOutput, index: int) -> None:
         raise InputError(f"output {index} dtype {out.dtype!r} is not one of {', '.join(DTYPES)}")
     if out.width <= 0 or out.height <= 0:
         raise InputError(f"output {index} has zero size ({out.height}x{out.width})")
+    if out.dtype == "u8" and not out.round_u8:
+        raise InputError(f"{name}: a u8 output holds the rounded resize; round_u8=False needs f32 or f16")
     if out.ptr == 0:
         raise InputError(f"{name}: pointer is null")
     plane = out.height * out.width
@@ -247,6 +256,7 @@ def plan_preprocess(
         o.height, o.width = out.height, out.width
         o.dtype = constant("DTYPE_" + out.dtype.upper())
         o.blocks = blocks
+        o.round_u8 = 1 if out.round_u8 else 0
         total_blocks += blocks
     for c in range(3):
         p.mean[c], p.std[c] = float(mean[c]), float(std[c])

@@ -123,10 +123,25 @@ def normalize(resized: np.ndarray, dtype: str, mean=IMAGENET_MEAN, std=IMAGENET_
 
 
 def preprocess_reference(
-    rgb: np.ndarray, height: int, width: int, dtype: str = "f32", mean=IMAGENET_MEAN, std=IMAGENET_STD
+    rgb: np.ndarray,
+    height: int,
+    width: int,
+    dtype: str = "f32",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    round_u8: bool = True,
 ) -> np.ndarray:
-    """[H, W, 3] RGB uint8 frame -> one [3, height, width] model input."""
-    return normalize(resize_uint8(rgb, height, width), dtype, mean, std)
+    """[H, W, 3] RGB uint8 frame -> one [3, height, width] model input. round_u8=False: the float resize
+    (no clamp, no rounding) normalised in float32 in the kernel's order, (v / 255 - mean) / std."""
+    if round_u8:
+        return normalize(resize_uint8(rgb, height, width), dtype, mean, std)
+    if dtype == "u8":
+        raise ValueError("round_u8=False has no u8 output")
+    v = np.ascontiguousarray(resize_bicubic_aa(rgb, height, width).transpose(2, 0, 1), np.float32)
+    out = (v / np.float32(255) - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[
+        :, None, None
+    ]
+    return out.astype(np.float16 if dtype == "f16" else np.float32)
 
 
 def upsample_bilinear(logits: np.ndarray, height: int, width: int) -> np.ndarray:

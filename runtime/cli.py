@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         source = open_source(args.source, stride=args.stride, max_frames=args.max_frames)
         print(f"backend: {session.backend.description}, precision {session.manifest.precision}, "
               f"source: {source.name}", file=sys.stderr)
+        print(session.frame_path.describe(), file=sys.stderr)
         jsonl = JsonlSink(args.jsonl) if args.jsonl else None
         qvh = QVHighlightsSink(args.qvhighlights, query=args.query, vid=str(args.source)) if args.qvhighlights else None
         video = None
@@ -90,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is not None and video is None and frame is not None:
                 video = AnnotatedVideoSink(args.out, source.fps or 30.0, frame.size_hw)
                 sinks.append(video)
-            for sink in sinks:
-                sink.write_event(event)
+            with session.timings.timed("sink"):
+                for sink in sinks:
+                    sink.write_event(event)
             if video is not None and frame is not None:
                 if held[0] is not None and held[0] is not frame:
-                    video.write(*held)
+                    with session.timings.timed("sink"):
+                        video.write(*held)
                     held = (None, [])
                 held = (frame, held[1] + [event])
             if event["type"] in ("answer", "summary", "temporal", "region", "source") or not args.quiet:

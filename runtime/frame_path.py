@@ -36,17 +36,28 @@ from . import postprocess, preprocess
 FORMATS = {"rgb": 3, "bgr": 3, "bgra": 4}  # channels; the runtime's frames are RGB
 
 
-def check_frames(frames: np.ndarray, format: str, name: str = "frame") -> np.ndarray:
-    """[..., H, W, C] uint8 in `format` -> C-contiguous, or InputError naming what is wrong."""
+def check_frames(frames: np.ndarray, format: str, ndim: int = 3) -> np.ndarray:
+    """One frame [H, W, C] (ndim 3) or frames [T, H, W, C] (ndim 4), uint8 in `format` -> C-contiguous,
+    or InputError naming what is wrong."""
     if format not in FORMATS:
         raise InputError(f"unsupported frame format {format!r}: use one of {', '.join(FORMATS)}")
     channels = FORMATS[format]
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim < 3 or frames.shape[-1] != channels:
-        raise InputError(f"{name} must be a uint8 array [H, W, {channels}] ({format}), got "
+    name, dims = ("frame", f"[H, W, {channels}]") if ndim == 3 else ("frames", f"[T, H, W, {channels}]")
+    if (not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != ndim
+            or frames.shape[-1] != channels):
+        raise InputError(f"{name} must be a uint8 array {dims} ({format}), got "
                          f"{getattr(frames, 'dtype', type(frames).__name__)} {list(getattr(frames, 'shape', []))}")
     if 0 in frames.shape:
         raise InputError(f"{name}: empty array {list(frames.shape)}")
     return np.ascontiguousarray(frames)
+
+
+def _squeeze_logits(logits) -> np.ndarray:
+    """[h, w], or [1, ..., 1, h, w] as SAM2's decoder returns it -> [h, w]."""
+    logits = np.asarray(logits)
+    if logits.ndim < 2 or any(n != 1 for n in logits.shape[:-2]):
+        raise InputError(f"mask logits must be [h, w] (or [1, 1, h, w]), got shape {list(logits.shape)}")
+    return logits.reshape(logits.shape[-2:])
 
 
 def _to_rgb(frame: np.ndarray, format: str) -> np.ndarray:
@@ -105,9 +116,7 @@ class CpuFramePath(FramePath):
         return preprocess.mask_frame(frame, self.mask_size, m["mean"], m["std"])
 
     def mllm_frames(self, frames, format="rgb"):
-        frames = check_frames(frames, format, "frames")
-        if frames.ndim != 4:
-            raise InputError(f"frames must be [T, H, W, C], got shape {list(frames.shape)}")
+        frames = check_frames(frames, format, ndim=4)
         if format != "rgb":
             frames = np.stack([_to_rgb(f, format) for f in frames])
         m = self.mllm_cfg
@@ -118,7 +127,7 @@ class CpuFramePath(FramePath):
         return self.mllm_frames(rgb[None]), self.mask_frame(rgb)
 
     def mask_and_box(self, logits, height, width):
-        return postprocess.mask_and_box(logits, height, width)
+        return postprocess.mask_and_box(_squeeze_logits(logits), height, width)
 
 
 class KernelFramePath(FramePath):
@@ -214,17 +223,13 @@ class KernelFramePath(FramePath):
 
     def mask_frame(self, frame, format="rgb"):
         frame = check_frames(frame, format)
-        if frame.ndim != 3:
-            raise InputError(f"frame must be [H, W, C], got shape {list(frame.shape)}")
         (src,) = self._upload_frames(frame[None], format)
         view, out = self._mask_output()
         self._launch(src, [out], self.mask_cfg)
         return self._download(view)
 
     def mllm_frames(self, frames, format="rgb"):
-        frames = check_frames(frames, format, "frames")
-        if frames.ndim != 4:
-            raise InputError(f"frames must be [T, H, W, C], got shape {list(frames.shape)}")
+        frames = check_frames(frames, format, ndim=4)
         t = frames.shape[0]
         sources = self._upload_frames(frames, format)
         view, ptr = self._mllm_output(t)
@@ -234,8 +239,6 @@ class KernelFramePath(FramePath):
 
     def frame_inputs(self, frame, format="rgb"):
         frame = check_frames(frame, format)
-        if frame.ndim != 3:
-            raise InputError(f"frame must be [H, W, C], got shape {list(frame.shape)}")
         (src,) = self._upload_frames(frame[None], format)
         mllm_view, ptr = self._mllm_output(1)
         mask_view, mask_out = self._mask_output()
@@ -250,7 +253,7 @@ class KernelFramePath(FramePath):
     def mask_and_box(self, logits, height, width):
         from tpo.kernels import postprocess_mask
 
-        logits = np.asarray(logits)
+        logits = _squeeze_logits(logits)
         if logits.dtype != np.float16:
             logits = logits.astype(np.float32, copy=False)
         logits = np.ascontiguousarray(logits)

@@ -27,6 +27,7 @@ from tpo.manifest import Manifest
 
 from . import postprocess, preprocess
 from .backend import Backend, open_backend
+from .frame_path import FramePath, select_frame_path
 from .text import TextCodec
 from .tracker import MaskTracker
 
@@ -74,7 +75,7 @@ class Answer:
 
 
 class Session:
-    def __init__(self, manifest: Manifest, backend: Backend):
+    def __init__(self, manifest: Manifest, backend: Backend, frame_path: FramePath | None = None):
         from safetensors.numpy import load_file
 
         self.manifest = manifest
@@ -83,6 +84,7 @@ class Session:
         m = manifest.data
         self.pre, self.llm_cfg, self.tracker_cfg = m["preprocess"], m["llm"], m["tracker"]
         self.dims = m["dims"]
+        self.frame_path = frame_path or select_frame_path(self.pre)   # GPU kernels when a GPU can run them
         self.runners = {}
         for name in m["graphs"]:
             self.runners[name] = backend.load(manifest.graph(name))
@@ -138,7 +140,7 @@ class Session:
         with self.timings.timed("preprocess"):
             t = 1 if media == "image" else mp["num_frames"]
             idx = preprocess.middle_frame_indices(t, frames.shape[0])
-            pixels = preprocess.mllm_pixels(frames[idx], mp["image_size"], mp["mean"], mp["std"])
+            pixels = self.frame_path.mllm_frames(frames[idx])
         tokens = self.vision_tokens(pixels)
         visual = self.run(names.CONNECTOR, {"vision_tokens": tokens})["visual_embeds"]       # (1, Q, H)
         embeds = self.embed_tokens(prompt.input_ids)                                          # (L, H)
@@ -203,12 +205,11 @@ class Session:
     def clip_features(self, clip_frames: np.ndarray) -> np.ndarray:
         """[Lv, Tc, H, W, 3] uint8 (Tc frames per clip) -> [Lv, Dv] the temporal head's per-clip video features
         (mean-pooled normalised vision tokens; the model side's `InternalFeatures`)."""
-        tp, mp = self.pre["temporal"], self.pre["mllm"]
+        tp = self.pre["temporal"]
         if tp["features"] != "internal":
             raise InputError(f"temporal features {tp['features']!r} need external encoders not in the artifacts")
         with self.timings.timed("preprocess"):
-            pixels = np.concatenate([preprocess.mllm_pixels(c, mp["image_size"], mp["mean"], mp["std"])
-                                     for c in clip_frames])
+            pixels = np.concatenate([self.frame_path.mllm_frames(c) for c in clip_frames])
         return self.vision_tokens(pixels).mean(axis=1)
 
     def temporal_from_features(self, prompt_token: np.ndarray, feats: np.ndarray, question: str,
@@ -234,9 +235,8 @@ class Session:
 
     def track_frame(self, tracker: MaskTracker, frame: np.ndarray) -> list[dict]:
         """One frame through the fast path; per object {"mask" [H, W] bool, "box" px or None, "score"}."""
-        mk = self.pre["mask"]
         with self.timings.timed("preprocess"):
-            pixels = preprocess.mask_frame(frame, mk["image_size"], mk["mean"], mk["std"])
+            pixels = self.frame_path.mask_frame(frame)
         start = time.perf_counter()
         step = tracker.step(pixels)
         self.timings.add("track_step", time.perf_counter() - start)
@@ -244,7 +244,7 @@ class Session:
         out = []
         with self.timings.timed("postprocess"):
             for o in range(step.mask_logits.shape[0]):
-                mask, box = postprocess.mask_and_box(step.mask_logits[o, 0], height, width)
+                mask, box = self.frame_path.mask_and_box(step.mask_logits[o, 0], height, width)
                 out.append({"mask": mask, "box": box, "score": float(step.object_score[o, 0])})
         return out
 

@@ -6,7 +6,8 @@ Flow:
 2. By the task the model routed to:
    - track: the fast path on every frame, the buffered ones first (the prompt applies to frame 0), one `track`
      event per frame per object (box in source pixels, score, mask as COCO RLE);
-   - region: one `region` event on the first frame (the question is about an image), then the stream ends;
+   - region: one `region` event on the first frame (asked again on that frame alone: region questions are
+     about an image, as trained), then the stream ends;
    - temporal: per-clip features accumulate as frames arrive; after each clip the temporal head runs over a
      sliding window of recent clips and emits `{"type": "temporal", "event": "open", ...}` when the best window
      reaches the present with score >= `open_score`, and `"close"` when it stops there; when the source
@@ -57,7 +58,12 @@ def stream(session: Session, source: Source, question: str, *, question_frames: 
                  "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
     task = answer.task
     if task == "region":
-        prompts = session.route(answer.prompts["region"])
+        # region questions are about one image (as trained): ask again on the first frame alone
+        hidden = answer.prompts["region"]
+        if clip.shape[0] > 1:
+            image_answer = session.ask(question, first[0].rgb[None], fps, run_heads=False)
+            hidden = image_answer.prompts.get("region", hidden)
+        prompts = session.route(hidden)
         h, w = first[0].rgb.shape[:2]
         box = prompts["region_box"][0] * np.array([w, h, w, h], np.float32)
         yield first[0], {"type": "region", "frame": first[0].index, "time_s": first[0].time_s,
@@ -74,14 +80,14 @@ def stream(session: Session, source: Source, question: str, *, question_frames: 
             if frame is None:
                 break
             t0 = time.perf_counter()
-            rgb = frame.rgb
-            objects = session.track_frame(tracker, rgb)
-            for o, r in enumerate(objects):
-                yield frame, {"type": "track", "frame": frame.index, "time_s": round(frame.time_s, 4), "object": o,
-                              "box": r["box"], "score": round(r["score"], 4),
-                              **({"mask_rle": rle_encode(r["mask"])} if with_masks else {})}
-            timings.add("frame_total", time.perf_counter() - t0)
+            events = [{"type": "track", "frame": frame.index, "time_s": round(frame.time_s, 4), "object": o,
+                       "box": r["box"], "score": round(r["score"], 4),
+                       **({"mask_rle": rle_encode(r["mask"])} if with_masks else {})}
+                      for o, r in enumerate(session.track_frame(tracker, frame.rgb))]
+            timings.add("frame_total", time.perf_counter() - t0)   # before the consumer runs
             processed += 1
+            for event in events:
+                yield frame, event
             for event in source.new_events():
                 yield None, event
     elif task == "temporal":
@@ -171,6 +177,7 @@ def summary(session: Session, source: Source, processed: int) -> dict:
             "dropped": stats.frames_in - processed, "source_dropped": stats.dropped, "corrupt": stats.corrupt,
             "skipped_by_stride": stats.skipped, "reconnects": stats.reconnects,
             "backend": session.backend.description, "precision": session.manifest.precision,
+            "frame_path": session.frame_path.describe(),
             "graph_seconds": round(graph_s, 4),
             "latency_ms": {k: {q: v[q] for q in ("p50", "p95", "p99", "mean", "count")} for k, v in latency.items()}}
 

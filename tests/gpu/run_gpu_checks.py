@@ -475,7 +475,77 @@ def section_kernels(ctx: Context) -> None:
     check_preprocess_tuning(ctx, size, rng)
 
 
-SECTIONS = {"kernels": section_kernels}
+# ---------------------------------------------------------------- section: frame_path
+
+
+FRAME_PATH_PRE = {
+    "mllm": {"image_size": 224, "num_frames": 4, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+    "mask": {"image_size": 1024, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+}
+
+
+def section_frame_path(ctx: Context) -> None:
+    """tpo.runtime.frame_path as a session uses it: host RGB frames in, host arrays out (copies included), the
+    GPU kernel path against the CPU path (numpy/OpenCV), wall-clock per call; plus which path a session picks."""
+    from tpo.runtime.frame_path import CpuFramePath, KernelFramePath, select_frame_path
+
+    pre = FRAME_PATH_PRE
+    if ctx.emulate:
+        gpu = KernelFramePath(pre, ctx.device, "the CPU emulation")
+    else:
+        gpu = select_frame_path(pre)  # as a session would: NVRTC build or cache, self-check
+        ok = gpu.kind == "gpu"
+        ctx.rows.append(Row("frame_path", "select_frame_path", gpu.describe(), result="ok" if ok else "FAIL"))
+        if not ok:
+            return
+    cpu = CpuFramePath(pre, "numpy")
+    rng = np.random.default_rng(1)
+    for width, height in [(320, 240)] if ctx.emulate else [(320, 240), (1920, 1080)]:
+        check_frame_path(ctx, gpu, cpu, width, height, rng)
+    gpu.close()
+
+
+def check_frame_path(ctx: Context, gpu, cpu, width: int, height: int, rng) -> None:
+    from tpo.runtime import postprocess
+
+    t = gpu.mllm_cfg["num_frames"]
+    frames = rng.integers(0, 256, (t, height, width, 3), np.uint8)
+    yy, xx = np.mgrid[0:256, 0:256]
+    logits = (8 * np.exp(-((xx - 150) ** 2 + (yy - 90) ** 2) / (2 * 30.0**2)) - 4).astype(np.float32)
+    logits += rng.normal(0, 0.5, logits.shape).astype(np.float32)
+    repeat = 2 if ctx.emulate else 20
+    checks = {
+        "mask_frame -> [1,3,1024,1024]": (lambda p: p.mask_frame(frames[0]), "mask"),
+        f"mllm_frames {t} frames -> [1,3,{t},224,224]": (lambda p: p.mllm_frames(frames), "mllm"),
+        "frame_inputs (224 + 1024, one launch)": (lambda p: p.frame_inputs(frames[0]), "both"),
+        f"mask_and_box 256x256 -> {width}x{height}": (lambda p: p.mask_and_box(logits, height, width), "box"),
+    }
+    for label, (fn, kind) in checks.items():
+        name = f"frame {width}x{height} {label}"
+        if ctx.left_s() < 20:
+            ctx.rows.append(Row("frame_path", name, "gpu", result="skipped: time budget"))
+            continue
+        got, want = fn(gpu), fn(cpu)
+        if kind == "box":
+            iou = postprocess.mask_iou(got[0], want[0])
+            error, good = f"mask IoU {iou:.5f}, box {got[1]} vs {want[1]}", iou >= 0.999 and got[1] == want[1]
+        else:
+            pairs = list(zip(got, want)) if kind == "both" else [(got, want)]
+            diffs = [np.abs(a - b) for a, b in pairs]
+            ties = sum(int((d > 1e-3).sum()) for d in diffs)  # one uint8 level at a rounding tie (mllm only)
+            worst = max(float(d[d <= 1e-3].max(initial=0)) for d in diffs)
+            error = f"max {worst:.2g} off ties, {ties} ties"
+            level = 1 / (255 * min(IMAGENET_STD)) + 1e-5
+            good = worst <= 1e-5 and max(float(d.max()) for d in diffs) <= level
+            good = good and ties <= 2e-3 * sum(d.size for d in diffs) and (kind != "mask" or ties == 0)
+        gpu_ms = cpu_ms(lambda f=fn: f(gpu), repeat)
+        host_ms = cpu_ms(lambda f=fn: f(cpu), max(repeat // 4, 2))
+        ctx.rows.append(Row("frame_path", name, f"{gpu.kind} kernels + copies", gpu_ms, host_ms / gpu_ms, None,
+                            error, "ok" if good else "FAIL"))  # fmt: skip
+        ctx.rows.append(Row("frame_path", name, "CPU: runtime numpy/OpenCV", host_ms, 1.0, None, "", "info"))
+
+
+SECTIONS = {"kernels": section_kernels, "frame_path": section_frame_path}
 
 
 # ---------------------------------------------------------------- driver

@@ -150,3 +150,59 @@ class TestTuningOverrides:
         video, mask = run(device, frame, [(23, 31, "f16"), (101, 67, "f32")])
         check_reference(video, rgb, "f16")
         check_reference(mask, rgb, "f32")
+
+
+class TestFloatResize:
+    """round_u8=False (SAM2's mask encoder input): the resize kept in float, neither clamped nor rounded."""
+
+    @staticmethod
+    def check_float(out, rgb, dtype, mean=ref.IMAGENET_MEAN, std=ref.IMAGENET_STD):
+        """Float32 arithmetic against the float64 resize: 2e-5 on the normalised scale for f32 (a few
+        1e-3 of a uint8 level), and for f16 one half-precision step at |x| < 4 (2^-9) on top."""
+        _, height, width = out.shape
+        expected = ref.preprocess_reference(rgb, height, width, dtype, mean, std, round_u8=False)
+        assert out.dtype == expected.dtype
+        diff = np.abs(out.astype(np.float64) - expected.astype(np.float64))
+        assert diff.max() <= (2e-5 if dtype == "f32" else 2e-5 + 2.0**-9), diff.max()
+
+    @pytest.mark.parametrize("format", FORMATS)
+    @pytest.mark.parametrize(
+        "width, height, outputs",
+        [
+            (97, 61, [(37, 53, "f32"), (29, 41, "f16")]),  # downscale both axes
+            (45, 31, [(67, 83, "f32")]),  # upscale: bicubic overshoots below 0 and above 255, kept
+            (200, 7, [(3, 17, "f32")]),  # 67x downscale in x
+        ],
+    )
+    def test_matches_reference(self, emulated, rng, frame_factory, format, width, height, outputs):
+        frame, rgb, _ = frame_factory(rng, format, width, height, 3)
+        outs = [np.full((3, h, w), 7, DTYPES[dt]) for h, w, dt in outputs]
+        preprocess(emulated, frame, [ImageOutput.from_array(o, round_u8=False) for o in outs])
+        for (*_, dtype), out in zip(outputs, outs):
+            self.check_float(out, rgb, dtype)
+
+    def test_upscale_overshoot_is_not_clamped(self, emulated):
+        """A hard 0 | 255 edge upscaled 8x rings past both ends; only the rounded output clamps it."""
+        rgb = np.zeros((4, 4, 3), np.uint8)
+        rgb[:, 2:] = 255
+        rounded, unrounded = np.zeros((2, 3, 32, 32), np.float32)
+        preprocess(
+            emulated,
+            Frame.from_array(rgb, "rgb"),
+            [ImageOutput.from_array(rounded), ImageOutput.from_array(unrounded, round_u8=False)],
+            mean=(0, 0, 0),
+            std=(1, 1, 1),
+        )
+        assert rounded.min() == 0.0 and rounded.max() == 1.0
+        assert unrounded.min() < -0.01 and unrounded.max() > 1.01
+        self.check_float(unrounded, rgb, "f32", (0, 0, 0), (1, 1, 1))
+
+    def test_model_inputs_in_one_launch(self, emulated, rng, frame_factory, check_reference):
+        """The runtime's pair: the video input rounded (torchvision) and the mask input in float, one launch."""
+        frame, rgb, _ = frame_factory(rng, "rgb", 123, 77, 0)
+        video, mask = np.zeros((3, 56, 56), np.float32), np.zeros((3, 256, 256), np.float32)
+        preprocess(
+            emulated, frame, [ImageOutput.from_array(video), ImageOutput.from_array(mask, round_u8=False)]
+        )
+        check_reference(video, rgb, "f32")
+        self.check_float(mask, rgb, "f32")

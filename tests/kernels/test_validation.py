@@ -82,6 +82,11 @@ PREPROCESS_CASES = {
         [ImageOutput(1 << 30, 8, 8, "f32", nbytes=700)],
         "buffer of 700 bytes is smaller than the 768 bytes needed",
     ),
+    "u8 without rounding": (
+        FRAME,
+        [ImageOutput(1 << 30, 8, 8, "u8", round_u8=False)],
+        "a u8 output holds the rounded resize; round_u8=False needs f32 or f16",
+    ),
 }
 
 

@@ -17,7 +17,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -52,7 +52,6 @@ class ExportOptions:
     progress: bool = True
     graphs: tuple[str, ...] | None = None   # a subset (tests); None = all
     skip_task_parity: bool = False      # tests of the graph level only
-    log: list[str] = field(default_factory=list)
 
 
 def check_options(opts: ExportOptions) -> None:
@@ -197,8 +196,6 @@ def _progress(opts: ExportOptions, total: int, desc: str):
 def export_artifacts(opts: ExportOptions) -> dict:
     """Run the whole export; returns the manifest (also at `opts.out / manifest.json`)."""
     check_options(opts)
-    if opts.precision not in names.EXPORTABLE_PRECISIONS:
-        raise ConfigError(f"precision {opts.precision}")
     if opts.config is not None and opts.checkpoint is None and opts.config != "tiny":
         raise CheckpointError(f"--config {opts.config}: no embedded checkpoint for it; give --checkpoint DIR")
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ from tpo import manifest as names
 from tpo.errors import CheckpointError, ConfigError, InputError, TPOError
 from tpo.model.graphs import GraphDef, export_copy, graph_defs
 
-from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, to_fp16
+from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, external_files, to_fp16
 from .parity import graph_parity
 
 TARGETS = ("onnx", "tensorrt")
@@ -135,9 +135,11 @@ def save_embeddings(model, path: Path, precision: str) -> dict:
 
 
 def graph_entry(defn: GraphDef, path: Path, precision: str, islands: list[str]) -> dict:
+    extra = {f: names.sha256_file(path.parent / f) for f in external_files(path)}
     return {
-        "file": path.name, "sha256": names.sha256_file(path), "bytes": path.stat().st_size,
-        "precision": precision, "fp32_islands": islands,
+        "file": path.name, "sha256": names.sha256_file(path),
+        "bytes": path.stat().st_size + sum((path.parent / f).stat().st_size for f in extra),
+        "extra_files": extra, "precision": precision, "fp32_islands": islands,
         "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in defn.inputs],
         "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in defn.outputs],
     }

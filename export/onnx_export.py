@@ -23,7 +23,7 @@ from tpo.model.graphs import GraphDef
 
 MIN_OPSET, MAX_OPSET = 18, 23   # what torch 2.13's dynamo exporter and onnxruntime 1.32 both run
 DEFAULT_OPSET = 20
-EXTERNAL_DATA_BYTES = 1_800_000_000   # above this a graph keeps its weights in a side file (protobuf: 2 GB)
+EXTERNAL_DATA_BYTES = 1_800_000_000   # parameters above this: weights in a side file (protobuf's limit: 2 GB)
 
 # fp32 islands: op types kept in fp32 under --precision fp16. Normalisations and softmax are the classic
 # overflow/underflow points (sums of squares, exp); the rest are ops whose fp16 kernels ORT lacks or that
@@ -63,9 +63,22 @@ def export_graph(graph: GraphDef, example: tuple[torch.Tensor, ...], path: Path,
             input_names=[t.name for t in graph.inputs], output_names=[t.name for t in graph.outputs],
             dynamic_shapes=_dynamic_shapes(graph), optimize=True, verbose=False,
         )
-    model = program.model_proto
+    # through the file, never model_proto: a graph over 2 GB cannot be one protobuf message
+    large = sum(p.numel() * p.element_size() for p in graph.module.parameters()) > EXTERNAL_DATA_BYTES
+    program.save(str(path), external_data=large or None)
+    model = onnx.load(str(path), load_external_data=False)
     name_dims(model, graph)
-    save(model, path)
+    onnx.save_model(model, str(path))          # external tensors keep pointing at the same side file
+
+
+def external_files(path: Path) -> list[str]:
+    """Side files holding `path`'s external tensors (relative to its folder), e.g. ["llm.onnx.data"]."""
+    model = onnx.load(str(path), load_external_data=False)
+    found = set()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            found |= {e.value for e in tensor.external_data if e.key == "location"}
+    return sorted(found)
 
 
 def name_dims(model: onnx.ModelProto, graph: GraphDef) -> None:
@@ -92,9 +105,11 @@ def name_dims(model: onnx.ModelProto, graph: GraphDef) -> None:
         raise RuntimeError(f"graph {graph.name}: declared tensors missing from the export: {sorted(missing)}")
 
 
-def save(model: onnx.ModelProto, path: Path) -> None:
-    """Write `path`; a graph over ~1.8 GB keeps its weights in `<file>.data` beside it."""
-    if model.ByteSize() > EXTERNAL_DATA_BYTES:
+def save(model: onnx.ModelProto, path: Path, external: bool) -> None:
+    """Write `path`; with `external`, the weights go to `<file>.data` beside it (protobuf's 2 GB limit)."""
+    for old in external_files(path) if path.exists() else []:
+        (path.parent / old).unlink(missing_ok=True)
+    if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=path.name + ".data", size_threshold=1024)
     else:
@@ -105,11 +120,12 @@ def to_fp16(path: Path, islands: tuple[str, ...] = FP16_ISLANDS) -> list[str]:
     """Convert `path` in place to fp16 with `islands` op types kept in fp32; returns the islands present."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(path))
+    external = bool(external_files(path))
+    model = onnx.load(str(path))               # with its external tensors
     present = sorted({n.op_type for n in model.graph.node} & set(islands))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(islands),
                                              disable_shape_infer=False)
-    save(converted, path)
+    save(converted, path, external)
     return present

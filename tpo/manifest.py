@@ -15,7 +15,7 @@ Layout of `manifest.json` (format `tpo-edge-manifest/1`):
     llm: {num_layers, num_kv_heads, head_dim, hidden_size, vocab_size, past_key, past_value, present_key,
           present_value, max_prompt_tokens, num_visual_tokens}
     tracker: {num_maskmem, max_object_pointers, image_size, low_res_size, feature_size, ...}
-    graphs: {name: {file, sha256, bytes, precision, fp32_islands, inputs: [...], outputs: [...]}}
+    graphs: {name: {file, sha256, bytes, extra_files: {side file: sha256}, precision, fp32_islands, inputs, outputs}}
         each input/output: {name, dtype ("float32" | "float16" | "int64" | "bool"), shape: [int | "dim"]}
     files: {name: {file, sha256, bytes, tensors?: {...}}}             tokenizer, embedding tables
     parity: {graphs: {name: {output: {max_abs, max_rel, ...}}}, tasks: {...}, passed: bool}
@@ -167,7 +167,11 @@ class Manifest:
 
     def entries(self) -> list[tuple[str, Path, str]]:
         """(label, path, sha256) of every artifact the manifest lists."""
-        out = [(f"graph {n}", self.root / g["file"], g["sha256"]) for n, g in self.data["graphs"].items()]
+        out = []
+        for n, g in self.data["graphs"].items():
+            out.append((f"graph {n}", self.root / g["file"], g["sha256"]))
+            for extra, digest in g.get("extra_files", {}).items():   # external weights of large graphs
+                out.append((f"graph {n}", self.root / extra, digest))
         for n, f in self.data["files"].items():
             out.append((f"file {n}", self.root / f["file"], f["sha256"]))
             for extra, digest in f.get("extra_files", {}).items():

@@ -180,3 +180,28 @@ def test_embeddings_file_matches_the_checkpoint(fp32_artifacts):
     np.testing.assert_array_equal(emb["token_embedding"], model.lm.get_input_embeddings().weight.detach().numpy())
     np.testing.assert_array_equal(emb["task_embedding.track"], model.track_token[0, 0].detach().numpy())
     assert torch.is_tensor(model.box_token)
+
+
+def test_large_graphs_keep_weights_in_a_hashed_side_file(tmp_path, monkeypatch):
+    """Graphs over the threshold (1.8 GB of parameters) write `<graph>.onnx.data`; forced here with 0."""
+    import tpo.export.onnx_export as onnx_export
+    from tpo.runtime.backend import OnnxRuntimeBackend
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    out = tmp_path / "art"
+    m = export_artifacts(ExportOptions(out=out, precision="fp16", progress=False,
+                                       graphs=(names.TASK_ROUTER,), skip_task_parity=True))
+    entry = m["graphs"][names.TASK_ROUTER]
+    assert list(entry["extra_files"]) == ["task_router.onnx.data"]
+    data = out / "task_router.onnx.data"
+    assert data.stat().st_size > (out / "task_router.onnx").stat().st_size
+    loaded = Manifest.load(out)
+    loaded.verify()
+    runner = OnnxRuntimeBackend().load(loaded.graph(names.TASK_ROUTER))
+    result = runner.run({"hidden": np.ones((1, 256), np.float32)})
+    assert result["track_prompt"].shape == (1, 3, 128)
+    blob = bytearray(data.read_bytes())
+    blob[10] ^= 0xFF
+    data.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="task_router.onnx.data: sha256"):
+        loaded.verify()

@@ -1,0 +1,148 @@
+"""`tpo-bench`: per-stage latency of the model, side by side across backends and precisions, with scaling.
+
+    tpo-bench --quick --out /tmp/bench                  # tiny only, few rounds, < 2 min with cached exports
+    tpo-bench --out bench-full                          # + small and videochat-tpo sizes, more rounds
+    tpo-bench --artifacts exp-fp32 exp-fp16 --backends torch onnxruntime --out DIR
+
+Writes report.json, report.md and PNG plots into --out. Without --artifacts the embedded tiny model is
+exported once per precision into the cache (`$TPO_BENCH_CACHE`, else ~/.cache/tpo-edge/bench); --quick
+never waits for an fp16 export (only fp32, and says so). Argument errors: one line, exit 2; a failed run:
+one line, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from tpo.errors import TPOError
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16")
+SIZES = ("tiny", "small", "videochat-tpo")
+
+
+class ArgumentError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):          # one line, exit 2 (argparse prints usage too)
+        raise ArgumentError(message)
+
+
+def _split(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        out += [x for x in v.split(",") if x]
+    return out
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="tpo-bench", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path, help="folder for report.json, report.md and the plots")
+    p.add_argument("--artifacts", nargs="+", type=Path, default=[],
+                   help="tpo-export folders (one per precision); default: the embedded tiny model, exported once "
+                        "into the cache")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS),
+                   help=f"any of {', '.join(BACKENDS)} (space or comma separated; default all, TensorRT skipped with "
+                        "a note where absent)")
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help="fp32 and/or fp16 (ONNX Runtime)")
+    p.add_argument("--quick", action="store_true", help="tiny only, few rounds (< 2 min with cached exports)")
+    p.add_argument("--sizes", nargs="+", default=None,
+                   help=f"model sizes for the size table: {', '.join(SIZES)} (default all; --quick: tiny)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="intra-op threads of every engine (default: all CPUs)")
+    p.add_argument("--rounds", type=int, default=None, help="alternating rounds per stage")
+    p.add_argument("--iters", type=int, default=None, help="calls per variant per round")
+    p.add_argument("--source-fps", type=float, default=30.0, help="frame rate of the simulated live source")
+    p.add_argument("--providers", nargs="+", default=None,
+                   help="onnxruntime execution providers, e.g. CUDAExecutionProvider (default: CPU)")
+    p.add_argument("--torch-device", default="cpu", help="device of the PyTorch eager baseline (cpu, cuda)")
+    p.add_argument("--cache", type=Path, default=None, help="export cache folder")
+    p.add_argument("--no-export", action="store_true", help="never export; use cached or --artifacts folders only")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def parse(argv: list[str] | None = None):
+    """Parsed and checked arguments, or ArgumentError with one line."""
+    from .suite import Plan
+
+    args = build_parser().parse_args(argv)
+    backends = _split(args.backends)
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad or not backends:
+        raise ArgumentError(f"--backends {' '.join(bad) or '(none)'}: choose from {', '.join(BACKENDS)}")
+    precisions = _split(args.precisions)
+    if "int8" in precisions:
+        raise ArgumentError("--precisions int8: reserved for the calibration step, not exported yet; use fp32, fp16")
+    bad = [x for x in precisions if x not in PRECISIONS]
+    if bad or not precisions:
+        raise ArgumentError(f"--precisions {' '.join(bad) or '(none)'}: choose from {', '.join(PRECISIONS)}")
+    if "fp32" not in precisions:
+        raise ArgumentError("--precisions: fp32 is required (the reference every ratio and the inputs come from)")
+    sizes = _split(args.sizes) if args.sizes is not None else (["tiny"] if args.quick else list(SIZES))
+    bad = [x for x in sizes if x not in SIZES]
+    if bad:
+        raise ArgumentError(f"--sizes {' '.join(bad)}: choose from {', '.join(SIZES)}")
+    for name in ("threads", "rounds", "iters"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ArgumentError(f"--{name} {value}: must be >= 1")
+    if not args.source_fps > 0:
+        raise ArgumentError(f"--source-fps {args.source_fps}: must be > 0")
+    if args.torch_device not in ("cpu", "cuda") and not args.torch_device.startswith("cuda:"):
+        raise ArgumentError(f"--torch-device {args.torch_device}: cpu, cuda or cuda:N")
+    for a in args.artifacts:
+        if not a.is_dir():
+            raise ArgumentError(f"--artifacts {a}: no such folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise ArgumentError(f"--out {args.out}: exists and is not a folder")
+    kw = dict(backends=tuple(backends), precisions=tuple(precisions), artifacts=tuple(args.artifacts),
+              providers=tuple(args.providers) if args.providers else None, threads=args.threads,
+              torch_device=args.torch_device,
+              source_fps=args.source_fps, sizes=tuple(sizes), cache=args.cache, export_missing=not args.no_export,
+              progress=not args.no_progress)
+    if args.rounds is not None:
+        kw["rounds"] = args.rounds
+    if args.iters is not None:
+        kw["iters"] = args.iters
+    return Plan.quick_plan(args.out, **kw) if args.quick else Plan(out=args.out, **kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        plan = parse(argv)
+    except ArgumentError as e:
+        print(f"tpo-bench: error: {e}", file=sys.stderr)
+        return 2
+    from .report import write_report
+    from .suite import Suite
+
+    def log(msg: str) -> None:
+        print(f"tpo-bench: {msg}", file=sys.stderr, flush=True)
+
+    try:
+        result = Suite(plan, log=log).run()
+    except TPOError as e:
+        print(f"tpo-bench: error: {e}", file=sys.stderr)
+        return 1
+    written = write_report(result, plan.out)
+    if written["plot_note"]:
+        log(written["plot_note"])
+    print(f"wrote {written['json']}, {written['md']}" +
+          (f", {len(written['plots'])} plots" if written["plots"] else ""))
+    for row in result.get("goal", {}).get("rows", []):
+        r = row["ratio"]
+        print(f"  {row['size']:>14} {row['stage']:<16} threads={row['threads']} onnxruntime-fp32 vs torch eager: "
+              f"{r['median']:.2f}x "
+              f"[{r['min']:.2f}-{r['max']:.2f}] {'(2x goal met)' if row['met'] else '(2x goal NOT met)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,385 @@
+"""The outputs: `report.json` (everything), `report.md` (tables) and PNG plots (matplotlib, the `bench` extra).
+
+`write_report(result, out)` writes all three; without matplotlib the plots are skipped with one line saying
+so (returned and printed, and written into report.md), never silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+PLOTS = ("latency_stages.png", "scaling.png", "sizes.png", "breakdown.png")
+
+
+def _ms(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if x >= 100:
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    if x >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def _ratio(r) -> str:
+    if not r:
+        return "-"
+    if r["rounds"] == 1:
+        return f"{r['median']:.2f}x"
+    return f"{r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}]"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def stage_rows(entries: list[dict], with_floor: bool = True) -> list[list]:
+    rows = []
+    for e in entries:
+        for v, st in e["variants"].items():
+            if not st.get("count"):
+                continue
+            ratio = "(baseline)" if v == e.get("baseline") and len(e["variants"]) > 1 else _ratio(e["ratios"].get(v))
+            row = [e.get("label") or e["stage"], v, _ms(st["p50"]), _ms(st["p95"]), _ms(st["p99"]), _ms(st["mean"]),
+                   _ms(st["jitter"]), st["count"], ratio]
+            if with_floor:
+                floor_ms = (e.get("floor") or {}).get("floor_ms")
+                xf = (e.get("x_floor") or {}).get(v)
+                row += [_ms(floor_ms) if floor_ms is not None else "-", f"{xf:.1f}x" if xf is not None else "-"]
+            rows.append(row)
+    return rows
+
+
+STAGE_HEADER = ["stage", "variant", "p50 ms", "p95 ms", "p99 ms", "mean ms", "jitter ms", "calls", "ratio vs baseline"]
+
+
+def breakdown_rows(entries: list[dict]) -> list[list]:
+    rows = []
+    for e in entries:
+        for v, b in (e.get("breakdown") or {}).items():
+            share = b.get("engine_share")
+            rows.append([e.get("label") or e["stage"], v, _ms(b["total_ms"]), _ms(b["engine_ms"]), _ms(b["adapter_ms"]),
+                         _ms(b["host_ms"]), f"{100 * share:.0f}%" if share is not None else "-"])
+    return rows
+
+
+def markdown(result: dict, plot_note: str | None) -> str:
+    meta = result.get("meta", {})
+    peak = result.get("peak", {})
+    lines = ["# tpo-bench report", ""]
+    lines += [f"- created {meta.get('created')}, {'quick' if meta.get('quick') else 'full'} run, "
+              f"wall {meta.get('wall_s')} s",
+              f"- machine: {meta.get('machine', {}).get('processor')}, {meta.get('machine', {}).get('cpus')} CPUs, "
+              f"{meta.get('threads')} threads per engine; {meta.get('machine', {}).get('platform')}",
+              f"- measured peak: {peak.get('flops_per_s', 0) / 1e9:.1f} GFLOP/s (best float32 matmul "
+              f"n={peak.get('matmul_n')}: {peak.get('matmul_by')} GFLOP/s), "
+              f"{peak.get('bytes_per_s', 0) / 1e9:.1f} GB/s (memcpy, read + write)",
+              f"- timing: warm-up {meta.get('warmup')} calls, then up to {meta.get('rounds')} rounds of "
+              f"{meta.get('iters')} calls per variant, order rotated per round",
+              f"- versions: {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())}", ""]
+    defs = meta.get("definitions", {})
+    if defs:
+        lines += ["Definitions: " + "; ".join(f"**{k}** = {v}" for k, v in defs.items()), ""]
+    lines += ["## Variants", ""]
+    lines += _table(["variant", "backend", "precision", "what runs"],
+                    [[n, v["backend"], v["precision"], v["description"]] for n, v in result.get("variants", {}).items()])
+    notes = list(result.get("notes", []))
+    if plot_note:
+        notes.append(plot_note)
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+
+    goal = result.get("goal", {})
+    if goal.get("rows"):
+        lines += ["## Goal: " + goal["target"], ""]
+        rows = []
+        for r in goal["rows"]:
+            b = r.get("breakdown", {})
+
+            def bd(v, b=b):
+                x = b.get(v)
+                return "-" if not x else (f"{_ms(x['total_ms'])} = engine {_ms(x['engine_ms'])} + adapter "
+                                          f"{_ms(x['adapter_ms'])} + host {_ms(x['host_ms'])}")
+
+            verdict = "met" if r["met"] else "NOT met"
+            if r.get("noisy"):
+                verdict += " (busy machine: noisy)"
+            others = r.get("others_cpus")
+            rows.append([r["size"], r["stage"], r.get("threads", "-"), _ratio(r["ratio"]), verdict,
+                         "-" if others is None else f"{others:.2f}", bd("torch-fp32"), bd("onnxruntime-fp32")])
+        lines += ["Where the goal is not met the two right-hand columns show where the time goes (mean per call): "
+                  "engine = inside the engine's own call, adapter = the runner's casts/conversions, host = "
+                  "everything else in the stage. 'other CPUs' = CPUs other processes kept busy while the stage "
+                  "ran; above 0.25 a 2-thread PyTorch run can be many times slower than on a quiet machine.", ""]
+        lines += _table(["size", "stage", "threads", "ORT fp32 vs eager", "2x goal", "other CPUs",
+                         "torch-fp32 mean ms", "onnxruntime-fp32 mean ms"], rows)
+        comp = [[r["size"], c["graph"], _ms(c["torch_ms"]), _ms(c["ort_ms"]),
+                 f"{c['ratio']:.2f}x" if c.get("ratio") else "-",
+                 f"{c['ort_x_floor']:.1f}x" if c.get("ort_x_floor") is not None else "-"]
+                for r in goal["rows"] for c in r.get("components") or []]
+        if comp:
+            lines += ["The tracking step's graphs (p50 ms; the step = these four + host memory-bank updates):", ""]
+            lines += _table(["size", "graph", "torch-fp32", "onnxruntime-fp32", "ratio", "ORT x floor"], comp)
+
+    stages = result.get("stages", [])
+    if stages:
+        lines += ["## Stages (tiny, embedded checkpoint, 320x240 clip)", ""]
+        lines += _table(STAGE_HEADER + ["floor ms", "x floor"], stage_rows(stages))
+        bdr = breakdown_rows(stages)
+        if bdr:
+            lines += ["### Where the time goes", "",
+                      "engine = inside the engine call (ORT session.run / module forward); adapter = the runner's "
+                      "input casts and conversions; host = the rest of the stage (numpy state, pre/postprocess).", ""]
+            lines += _table(["stage", "variant", "mean ms", "engine ms", "adapter ms", "host ms", "engine share"], bdr)
+        counted = [e for e in stages if e.get("count")]
+        if counted:
+            lines += ["### FLOPs and bytes (counted from the fp32 ONNX graphs at the shapes fed)", ""]
+            rows = []
+            for e in counted:
+                c, f = e["count"], e.get("floor") or {}
+                rows.append([e["label"], f"{c['flops'] / 1e9:.3f}", f"{c['matmul_flops'] / 1e9:.3f}",
+                             f"{c['bytes'] / 1e6:.2f}", f"{c['activation_bytes'] / 1e6:.2f}",
+                             _ms(f.get("floor_ms")), f.get("bound", "-"), c.get("uncounted_count", 0)])
+            lines += _table(["stage", "GFLOP", "matmul GFLOP", "MB (weights + I/O)", "activation MB", "floor ms",
+                             "bound", "uncounted nodes"], rows)
+
+    ttfr = result.get("first_result", {})
+    if ttfr:
+        lines += ["## Time to first result", ""]
+        entries = list(ttfr.values())
+        lines += _table(STAGE_HEADER, stage_rows(entries, with_floor=False))
+        trig = [[t, ", ".join(f"{v}: {k}" for v, k in e.get("triggered", {}).items())] for t, e in ttfr.items()]
+        lines += _table(["question task", "task triggered per variant"], trig)
+
+    stream = result.get("stream", {})
+    if stream.get("variants"):
+        lines += [f"## Stream from a file ({stream['frames']} frames, capture -> frame path -> JSONL)", ""]
+        rows = [[v + (" (stopped early: time budget)" if d.get("stopped_early") else ""), d["processed"],
+                 d["frames_in"], d["dropped"], d["sustained_fps"], _ms(d["latency_ms"].get("p50")),
+                 _ms(d["latency_ms"].get("p95")), _ms(d["latency_ms"].get("p99")), _ms(d["latency_ms"].get("jitter"))]
+                for v, d in stream["variants"].items()]
+        lines += _table(["variant", "processed", "frames in", "dropped", "sustained fps", "latency p50 ms", "p95 ms",
+                         "p99 ms", "jitter ms"], rows)
+    live = result.get("live", {})
+    if live.get("variants"):
+        lines += [f"## Live source at {live['source_fps']} fps for {live['seconds']} s ({live['queue']})", ""]
+        rows = [[v, d["frames_in"], d["processed"], d["dropped"], d["deadline_misses"], d["processed_fps"],
+                 _ms(d["latency_ms"].get("p50")), _ms(d["latency_ms"].get("p95")), _ms(d["latency_ms"].get("p99"))]
+                for v, d in live["variants"].items()]
+        lines += _table(["variant", "frames in", "processed", "dropped", "deadline misses", "processed fps",
+                         "latency p50 ms", "p95 ms", "p99 ms"], rows)
+
+    scaling = result.get("scaling", {})
+    if scaling:
+        lines += ["## Scaling (tiny)", ""]
+        for axis, d in scaling.items():
+            variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
+            rows = []
+            for x, e in zip(d["x"], d["stages"]):
+                rows.append([x] + [_ms(e["variants"].get(v, {}).get("p50")) for v in variants] +
+                            [_ratio(e["ratios"].get(v)) for v in variants if v != e.get("baseline")])
+            ratio_cols = [f"{v} ratio" for v in variants if v != d["stages"][0].get("baseline")]
+            lines += [f"### {axis}", ""] + _table([axis] + [f"{v} p50 ms" for v in variants] + ratio_cols, rows)
+
+    sizes = result.get("sizes", {})
+    if sizes:
+        lines += ["## Model sizes", ""]
+        for size, d in sizes.items():
+            extra = f", {d['params_m']} M parameters" if d.get("params_m") else ""
+            extra += f" ({d['params_note']})" if d.get("params_note") else ""
+            lines += [f"### {size} ({d.get('weights')}{extra})", ""]
+            lines += _table(STAGE_HEADER + ["floor ms", "x floor"], stage_rows(d.get("stages", [])))
+            bdr = breakdown_rows(d.get("stages", []))
+            if bdr:
+                lines += _table(["stage", "variant", "mean ms", "engine ms", "adapter ms", "host ms", "engine share"],
+                                bdr)
+            for g, ex in (d.get("extrapolated") or {}).items():
+                lines += [f"**{g}: {ex['label']}**", ""]
+                rows = [[v] + [_ms(x) if isinstance(x, float) else x for x in r.values()]
+                        for v, r in ex["variants"].items()]
+                if rows:
+                    keys = list(next(iter(ex["variants"].values())).keys())
+                    lines += _table(["variant"] + keys, rows)
+
+    load = result.get("load", {})
+    if load:
+        lines += ["## Machine load", "", "CPUs kept busy by other processes while each part ran (machine busy time "
+                  "minus this process's CPU time, over wall time): timings from a part with a high value are noisy.",
+                  ""]
+        lines += _table(["part", "wall s", "this process CPUs", "other processes CPUs", "loadavg 1 min"],
+                        [[k, v.get("wall_s"), v.get("own_cpus", "-"), v.get("others_cpus", "-"),
+                          v.get("loadavg_1m", "-")] for k, v in load.items()])
+    mem = result.get("memory", {})
+    if mem.get("rss_peak_mb"):
+        lines += ["## Memory", "", "Peak resident set size of the bench process after each part (it only grows; "
+                  "every variant lives in the one process):", ""]
+        lines += _table(["after", "peak RSS MiB"], [[m["phase"], m["mb"]] for m in mem["rss_peak_mb"]])
+        if mem.get("device_used_mb"):
+            lines += [f"Device memory: {mem['device']}", ""]
+            lines += _table(["after", "MiB"], [[m["phase"], ", ".join(f"{k} {v}" for k, v in m.items() if k != "phase")]
+                                               for m in mem["device_used_mb"]])
+    plots = result.get("plots") or []
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, out: Path) -> tuple[list[str], str | None]:
+    """The PNGs; ([], one-line reason) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], "plots: skipped, matplotlib is not installed (pip install 'tpo-edge[bench]')"
+    written = []
+    stages = result.get("stages", [])
+    if stages:
+        variants = list(dict.fromkeys(v for e in stages for v in e["samples_ms"]))
+        boxes = sum(1 for e in stages for v in variants if e["samples_ms"].get(v))
+        fig, ax = plt.subplots(figsize=(11, 0.2 * boxes + 0.25 * len(stages) + 1.5))
+        pos, labels, data, colours = [], [], [], []
+        cmap = plt.get_cmap("tab10")
+        y = 0.0
+        ticks = []
+        for e in stages:
+            vs = [v for v in variants if e["samples_ms"].get(v)]
+            start = y
+            for v in vs:
+                data.append(e["samples_ms"][v])
+                pos.append(y)
+                colours.append(cmap(variants.index(v) % 10))
+                y += 1
+            ticks.append(((start + y - 1) / 2, e["stage"]))
+            y += 0.8
+        box = dict(positions=pos, widths=0.7, patch_artist=True, showfliers=True, whis=(1, 99),
+                   flierprops={"markersize": 2}, medianprops={"color": "black", "linewidth": 1.5})
+        try:
+            bp = ax.boxplot(data, orientation="horizontal", **box)      # matplotlib >= 3.10
+        except TypeError:
+            bp = ax.boxplot(data, vert=False, **box)
+        for patch, c in zip(bp["boxes"], colours):
+            patch.set_facecolor(c)
+            patch.set_edgecolor(c)
+        ax.set_xscale("log")
+        ax.set_yticks([t[0] for t in ticks], [t[1] for t in ticks], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per call (log); box = p25-p75, whiskers = p1-p99")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i % 10)) for i in range(len(variants))]
+        ax.legend(handles, variants, fontsize=8, loc="lower right")
+        ax.set_title("latency per stage (tiny)")
+        fig.tight_layout()
+        fig.savefig(out / "latency_stages.png", dpi=110)
+        plt.close(fig)
+        written.append("latency_stages.png")
+    scaling = result.get("scaling", {})
+    if scaling:
+        n = len(scaling)
+        cols = min(3, n)
+        rows = math.ceil(n / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+        for ax, (axis, d) in zip(axes.flat, scaling.items()):
+            variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
+            xs = list(range(len(d["x"])))
+            for v in variants:
+                ys = [e["variants"].get(v, {}).get("p50") for e in d["stages"]]
+                ax.plot(xs, [y if y is not None else float("nan") for y in ys], marker="o", label=v)
+            labels = [str(x) for x in d["x"]]
+            long = max(len(x) for x in labels) > 9
+            ax.set_xticks(xs, labels, rotation=20 if long else 0, ha="right" if long else "center",
+                          fontsize=7 if long else 9)
+            ax.set_yscale("log")
+            ax.set_title(axis, fontsize=9)
+            ax.set_ylabel("p50 ms")
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out / "scaling.png", dpi=110)
+        plt.close(fig)
+        written.append("scaling.png")
+    sizes = result.get("sizes", {})
+    if sizes:
+        stage_names = list(dict.fromkeys(e["stage"] for d in sizes.values() for e in d.get("stages", [])))
+        variants = list(dict.fromkeys(v for d in sizes.values() for e in d.get("stages", []) for v in e["variants"]))
+        if stage_names:
+            fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(stage_names) * len(sizes)), 4.5))
+            width = 0.8 / max(1, len(sizes) * len(variants))
+            k = 0
+            cmap = plt.get_cmap("tab20")
+            for size, d in sizes.items():
+                by = {e["stage"]: e for e in d.get("stages", [])}
+                for v in variants:
+                    ys = [by[s]["variants"].get(v, {}).get("p50") if s in by else None for s in stage_names]
+                    xs = [i + k * width for i in range(len(stage_names))]
+                    ax.bar(xs, [y or 0 for y in ys], width, label=f"{size} {v}", color=cmap(k % 20))
+                    k += 1
+            ax.set_yscale("log")
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(stage_names))], stage_names, rotation=35,
+                          ha="right", fontsize=8)
+            ax.set_ylabel("p50 ms (log)")
+            ax.set_title("model size: tiny / small / videochat-tpo dimensions")
+            ax.legend(fontsize=7, ncol=2)
+            fig.tight_layout()
+            fig.savefig(out / "sizes.png", dpi=110)
+            plt.close(fig)
+            written.append("sizes.png")
+    bars = []
+    sized = [e for d in sizes.values() for e in d.get("stages", []) if e["group"].startswith("size:")]
+    for e in stages + sized:
+        if e["group"] == "composite" or e["stage"].split("[")[0] in ("vision_encoder", "track_step"):
+            tag = f" ({e['group'][5:]})" if e["group"].startswith("size:") else ""
+            for v, b in (e.get("breakdown") or {}).items():
+                bars.append((f"{e['stage']}{tag}\n{v}", b))
+    if bars:
+        fig, ax = plt.subplots(figsize=(10, 0.4 * len(bars) + 1.5))
+        labels = [b[0] for b in bars]
+        eng = [b[1]["engine_ms"] for b in bars]
+        ada = [max(0.0, b[1]["adapter_ms"]) for b in bars]
+        host = [max(0.0, b[1]["host_ms"]) for b in bars]
+        ys = range(len(bars))
+        ax.barh(ys, eng, label="engine")
+        ax.barh(ys, ada, left=eng, label="adapter (casts, conversions)")
+        ax.barh(ys, host, left=[a + b for a, b in zip(eng, ada)], label="host (numpy, Python)")
+        ax.set_yticks(list(ys), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("mean ms per call")
+        ax.legend(fontsize=8)
+        ax.set_title("where the time goes")
+        fig.tight_layout()
+        fig.savefig(out / "breakdown.png", dpi=110)
+        plt.close(fig)
+        written.append("breakdown.png")
+    return written, None
+
+
+def write_report(result: dict, out: str | Path) -> dict:
+    """report.json, report.md and the plots into `out`; returns {"json", "md", "plots", "plot_note"}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plots, note = plot(result, out)
+    result["plots"] = plots
+    if note:
+        result["plot_note"] = note
+    (out / "report.json").write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    (out / "report.md").write_text(markdown(result, note))
+    return {"json": out / "report.json", "md": out / "report.md", "plots": [out / p for p in plots], "plot_note": note}
+
+
+def _json_default(x):
+    import numpy as np
+
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON-serialisable: {type(x).__name__}")

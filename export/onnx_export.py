@@ -125,7 +125,8 @@ def to_fp16(path: Path, islands: tuple[str, ...] = FP16_ISLANDS) -> list[str]:
     present = sorted({n.op_type for n in model.graph.node} & set(islands))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # shape inference serialises the model: impossible over 2 GB, so large graphs convert without it
         converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(islands),
-                                             disable_shape_infer=False)
+                                             disable_shape_infer=external)
     save(converted, path, external)
     return present

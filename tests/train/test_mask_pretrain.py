@@ -126,12 +126,20 @@ def test_loss_falls_on_held_out_windows(pool):
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
+    """Bit-identical at one thread (TPO_THREADS=1): with two, some of torch's CPU backward reductions split
+    differently between threads and the weights differ in the last bits (measured; the run is still a valid
+    run of the same recipe)."""
     runs = {}
-    for name, seed in (("a", SEED), ("b", SEED), ("c", SEED + 1)):
-        head = _head()
-        torch.manual_seed(len(runs))  # the caller's RNG state does not matter
-        pretrain_mask_head(head, steps=2, seed=seed, **FAST)
-        runs[name] = head.state_dict()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, seed in (("a", SEED), ("b", SEED), ("c", SEED + 1)):
+            head = _head()
+            torch.manual_seed(len(runs))  # the caller's RNG state does not matter
+            pretrain_mask_head(head, steps=2, seed=seed, **FAST)
+            runs[name] = head.state_dict()
+    finally:
+        torch.set_num_threads(threads)
     assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
     assert any(not torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 

@@ -38,9 +38,14 @@ from tpo.model.tpo_model import TPOModel, build_model
 
 from .losses import region_loss, temporal_targets, track_loss
 from .samples import Sample, build_pool, frames_to_pixels, temporal_inputs
+from .synthetic import SceneConfig
 
 HEADS = ("region", "temporal", "track")
 STAGES = (0, 1, 2, 3)
+# Stage 0's mask head steps on single images before the video windows (pretrain_mask_head's own split,
+# 150 of 250). A fraction, so that every step count trains the memory path too: with a fixed 150 image
+# steps, a 150-step stage 0 never saw a video window and the tracker's memory stayed untrained.
+STAGE0_IMAGE_FRAC = 0.6
 
 
 @dataclass
@@ -49,9 +54,11 @@ class RecipeConfig:
 
     config: str = "tiny"
     seed: int = 0
-    train_clips: int = 200          # synthetic clips in the training pool (4 queries each)
+    train_clips: int = 200          # synthetic clips in the training pool
+    queries_per_task: int = 4       # queries of each task per training clip (SceneConfig.queries_per_task)
     batch_size: int = 16            # samples per step, taken as whole clips (all queries of a clip share its frames)
-    stage0_steps: int = 150         # 0: the mask head pretraining's own default
+    stage0_steps: int = 250         # 0: mask head pretraining steps (the first STAGE0_IMAGE_FRAC on single images)
+    vision_steps: int = 400         # 0: vision encoder pretraining steps (train/vision_pretrain.py)
     stage1_steps: int = 200
     stage2_steps: int = 100
     stage3_steps: int = 400
@@ -61,6 +68,7 @@ class RecipeConfig:
     min_lr_frac: float = 0.05       # cosine to 5% of the peak, as the release
     grad_clip: float = 1.0
     temporal_weight: float = 0.05   # the release's factor on CG-DETR's set criterion
+    freeze_vision: bool = False     # True: stages 1-3 leave the stage-0 vision encoder as it is
     heads: tuple[str, ...] = HEADS
     stages: tuple[int, ...] = STAGES
     checkpoint_every: int = 100
@@ -82,13 +90,15 @@ class TrainState:
     stage: int = 1
     step: int = 0
     done_stages: list[int] = field(default_factory=list)
+    stage0_parts: list[str] = field(default_factory=list)   # "mask", "vision": stage 0's finished parts
 
 
 # ---- what each stage trains -------------------------------------------------------------------------
 
-def trainable_parameters(model: TPOModel, stage: int) -> list[torch.nn.Parameter]:
+def trainable_parameters(model: TPOModel, stage: int, freeze_vision: bool = False) -> list[torch.nn.Parameter]:
     """Stage 1: vision, connector, LLM and task embeddings on the LM loss. Stage 2: heads and task
-    embeddings. Stage 3: everything but the frozen mask head."""
+    embeddings. Stage 3: everything but the frozen mask head. freeze_vision: also leave the vision encoder
+    (and vision_layernorm) out of stages 1 and 3."""
     names = {
         1: ("vision_encoder.", "vision_layernorm.", "connector.", "lm.", "box_token", "temporal_token", "track_token"),
         2: ("loc_decoder.", "track_embed.", "track_embed_decode2.", "cg_model.", "box_token", "temporal_token",
@@ -96,7 +106,7 @@ def trainable_parameters(model: TPOModel, stage: int) -> list[torch.nn.Parameter
     }
     params = []
     for name, p in model.named_parameters():
-        if name.startswith("sam."):
+        if name.startswith("sam.") or (freeze_vision and name.startswith(("vision_encoder.", "vision_layernorm."))):
             wanted = False
         elif stage == 3:
             wanted = not name.startswith(("loc_encoder.", "temporal_embed.", "action_embed.", "merge_proj.",
@@ -107,6 +117,11 @@ def trainable_parameters(model: TPOModel, stage: int) -> list[torch.nn.Parameter
         if wanted:
             params.append(p)
     return params
+
+
+def stage0_image_steps(steps: int) -> int:
+    """Stage 0's single-image steps out of `steps` (the rest are video windows through the memory path)."""
+    return min(steps - 1, round(STAGE0_IMAGE_FRAC * steps)) if steps > 1 else steps
 
 
 def lr_at(step: int, total: int, rc: RecipeConfig) -> float:
@@ -227,7 +242,7 @@ def load_state(out: Path, model: TPOModel, rc: RecipeConfig) -> tuple[TrainState
 def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int, state: TrainState,
               out: Path, log: Callable[[dict], None], opt_state: dict | None, progress: bool) -> None:
     total = rc.steps(stage)
-    params = trainable_parameters(model, stage)
+    params = trainable_parameters(model, stage, rc.freeze_vision)
     optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=rc.weight_decay)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
@@ -276,6 +291,7 @@ def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int,
 def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Callable[[dict], None] | None = None):
     """Run the recipe into `out` (resuming from out/state if present); returns the trained model."""
     from .mask_pretrain import pretrain_mask_head
+    from .vision_pretrain import pretrain_vision_encoder
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -298,16 +314,29 @@ def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Ca
     try:
         if 0 in rc.stages and 0 not in state.done_stages:
             t0 = time.time()
-            kwargs = {"steps": rc.stage0_steps} if rc.stage0_steps else {}
-            metrics = pretrain_mask_head(model.sam, seed=rc.seed, log=lambda r: log({"stage": 0, **r}),
-                                         progress=progress, **kwargs)
-            log({"stage": 0, "done": True, "seconds": round(time.time() - t0, 1), **(metrics or {})})
+            state.stage, state.step = 0, 0
+            if rc.stage0_steps and "mask" not in state.stage0_parts:     # each part is saved when done: a resumed run skips it
+                metrics = pretrain_mask_head(model.sam, steps=rc.stage0_steps, seed=rc.seed,
+                                             image_steps=stage0_image_steps(rc.stage0_steps),
+                                             log=lambda r: log({"stage": 0, **r}), progress=progress)
+                log({"stage": 0, "part": "mask", "done": True, "seconds": round(time.time() - t0, 1), **metrics})
+                state.stage0_parts.append("mask")
+                save_state(out, model, None, state, rc)
+            if rc.vision_steps and "vision" not in state.stage0_parts:
+                t1 = time.time()
+                vision = pretrain_vision_encoder(model, steps=rc.vision_steps, seed=rc.seed,
+                                                 log=lambda r: log({"stage": 0, "part": "vision", **r}),
+                                                 progress=progress)
+                log({"stage": 0, "part": "vision", "done": True, "seconds": round(time.time() - t1, 1), **vision})
+                state.stage0_parts.append("vision")
+            log({"stage": 0, "done": True, "seconds": round(time.time() - t0, 1)})
             state.done_stages.append(0)
             state.stage, state.step = 1, 0
             save_state(out, model, None, state, rc)
             opt_state = None
         later = [s for s in (1, 2, 3) if s in rc.stages and s not in state.done_stages]
-        pool = build_pool(cfg, tok, rc.train_clips, rc.seed, progress=progress) if later else []
+        scene = SceneConfig(queries_per_task=rc.queries_per_task)
+        pool = build_pool(cfg, tok, rc.train_clips, rc.seed, scene=scene, progress=progress) if later else []
         for stage in later:
             if state.stage != stage:
                 state.stage, state.step, opt_state = stage, 0, None

@@ -67,6 +67,7 @@ def clip_samples(clip: Clip, cfg: TPOConfig, tokenizer) -> list[Sample]:
     s = cfg.vision.image_size
     w, h = clip.spec.width, clip.spec.height
     video = resize_frames(clip.frames[middle_frame_indices(cfg.vision.num_frames, clip.num_frames)], s)
+    clip_frames = None      # the temporal head's per-clip frames: shared by every temporal query of the clip
     out = []
     for q in clip.queries:
         media = "image" if q.task == "region" else "video"
@@ -104,8 +105,10 @@ def clip_samples(clip: Clip, cfg: TPOConfig, tokenizer) -> list[Sample]:
             spans = torch.tensor(q.spans, dtype=torch.float32) / d
             sample.spans = torch.stack([(spans[:, 0] + spans[:, 1]) / 2, spans[:, 1] - spans[:, 0]], dim=1)
             clips = clip_frame_indices(clip.num_frames, clip.fps, cfg.temporal_clip_s, cfg.temporal_clip_frames)
-            sample.clip_frames = resize_frames(clip.frames[np.concatenate(clips)], s).reshape(
-                len(clips), cfg.temporal_clip_frames, s, s, 3)
+            if clip_frames is None:
+                clip_frames = resize_frames(clip.frames[np.concatenate(clips)], s).reshape(
+                    len(clips), cfg.temporal_clip_frames, s, s, 3)
+            sample.clip_frames = clip_frames
             starts = np.arange(len(clips)) * cfg.temporal_clip_s
             inside = [sum(max(0.0, min(e, a + cfg.temporal_clip_s) - max(b, a)) for b, e in q.spans)
                       for a in starts]
@@ -128,11 +131,15 @@ def temporal_inputs(model, batch: list[Sample]) -> dict[str, torch.Tensor]:
     padded video features [B, Lv, Dv+2] + mask and text features [B, Lq, H] + mask."""
     cfg = model.cfg
     vids, texts = [], []
+    done: dict[int, torch.Tensor] = {}      # queries of one clip share its clip frames: encode them once
     with torch.no_grad():
         for s in batch:
-            pixels = torch.stack([frames_to_pixels(f, cfg) for f in s.clip_frames])   # (Lv, 3, Tc, S, S)
-            feats = model.clip_features(pixels.to(model.device, model.dtype)).float()
-            vids.append(torch.cat([feats, tef(feats.shape[0])], dim=1))
+            key = id(s.clip_frames)
+            if key not in done:
+                pixels = torch.stack([frames_to_pixels(f, cfg) for f in s.clip_frames])   # (Lv, 3, Tc, S, S)
+                feats = model.clip_features(pixels.to(model.device, model.dtype)).float()
+                done[key] = torch.cat([feats, tef(feats.shape[0])], dim=1)
+            vids.append(done[key])
             ids = s.question_ids[: cfg.temporal_head.max_text_len]
             texts.append(model.token_embeddings(torch.tensor([ids]))[0].float())
     lv, lq = max(v.shape[0] for v in vids), max(t.shape[0] for t in texts)

@@ -31,10 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", default=",".join(d.heads), help=f"subset of {list(HEADS)} (with conversation data)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--train-clips", type=int, default=d.train_clips)
+    p.add_argument("--queries-per-task", type=int, default=d.queries_per_task,
+                   help="queries of each task per training clip")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     for s in STAGES:
         p.add_argument(f"--stage{s}-steps", type=int, default=d.steps(s))
+    p.add_argument("--vision-steps", type=int, default=d.vision_steps,
+                   help="stage 0: vision encoder pretraining steps (0: none)")
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=d.freeze_vision,
+                   help="leave the stage-0 vision encoder out of stages 1-3")
     p.add_argument("--temporal-weight", type=float, default=d.temporal_weight)
     p.add_argument("--eval-clips", type=int, default=0, help="score the result on this many held-out clips")
     p.add_argument("--no-progress", action="store_true")
@@ -46,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         rc = RecipeConfig(
-            config=args.config, seed=args.seed, train_clips=args.train_clips, batch_size=args.batch_size,
+            config=args.config, seed=args.seed, train_clips=args.train_clips,
+            queries_per_task=args.queries_per_task, batch_size=args.batch_size, vision_steps=args.vision_steps,
+            freeze_vision=args.freeze_vision,
             lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
             **{f"stage{s}_steps": getattr(args, f"stage{s}_steps") for s in STAGES},
         )

@@ -85,3 +85,32 @@ def test_settings_are_checked(tmp_path):
     save_state(Path(tmp_path), model, None, TrainState(), RecipeConfig(seed=1))
     with pytest.raises(ConfigError, match=r"other settings \(\['seed'\]\)"):
         load_state(Path(tmp_path), fresh(cfg), RecipeConfig(seed=2))
+
+
+def test_stage0_trains_video_windows_and_resumes_part_by_part(tmp_path, monkeypatch):
+    """Stage 0 = mask head (image steps, then video windows through the memory path) + vision encoder;
+    each part is saved when done, so a run interrupted in the second part does not redo the first."""
+    from tpo.train import mask_pretrain, vision_pretrain
+    from tpo.train.recipe import train
+
+    calls = []
+
+    def mask(head, steps, seed, image_steps, log, progress):
+        calls.append(("mask", steps, image_steps))
+        return {"steps": steps}
+
+    def vision(model, steps, seed, log, progress):
+        calls.append(("vision", steps))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mask_pretrain, "pretrain_mask_head", mask)
+    monkeypatch.setattr(vision_pretrain, "pretrain_vision_encoder", vision)
+    rc = RecipeConfig(stages=(0,), stage0_steps=10, vision_steps=5)
+    with pytest.raises(KeyboardInterrupt):
+        train(rc, tmp_path, progress=False)
+    assert calls == [("mask", 10, 6), ("vision", 5)]
+    calls.clear()
+    monkeypatch.setattr(vision_pretrain, "pretrain_vision_encoder",
+                        lambda model, steps, seed, log, progress: calls.append(("vision", steps)) or {})
+    train(rc, tmp_path, progress=False)
+    assert calls == [("vision", 5)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -52,11 +53,26 @@ def _dynamic_shapes(graph: GraphDef) -> tuple:
     return tuple(spec)
 
 
+@contextlib.contextmanager
+def _quiet_loggers():
+    """The exporter logs a warning per graph for every torchvision op it cannot register and each constant it
+    does not fold; none concerns our graphs, and a user should see the progress bar and the summary."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_graph(graph: GraphDef, example: tuple[torch.Tensor, ...], path: Path, opset: int = DEFAULT_OPSET) -> None:
     """Trace `graph` on `example` and write `path` (fp32), with the GraphDef's names and dimensions."""
     check_opset(opset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph.module, example, dynamo=True, opset_version=opset,

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tpo.errors import InputError
+from tpo.sampling import middle_frame_indices  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -65,15 +66,6 @@ def read_video(path: str | Path) -> Video:
     if fps <= 0:
         raise InputError(f"{path}: the file states no frame rate")
     return Video(np.stack(frames), float(fps))
-
-
-def middle_frame_indices(num_frames: int, total: int) -> list[int]:
-    """The release's 'middle' sampling: the middle of each of num_frames equal segments, padded
-    with the last index when the video has fewer frames than asked for."""
-    n = min(num_frames, total)
-    edges = np.linspace(0, total, n + 1).astype(int)
-    idx = [int((a + b - 1) // 2) for a, b in zip(edges[:-1], edges[1:])]
-    return idx + [idx[-1]] * (num_frames - n)
 
 
 def resize_uint8(frames: torch.Tensor, size: int) -> torch.Tensor:

@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from tpo.errors import CheckpointError, InputError
+from tpo.sampling import clip_frame_indices
 
 from .preprocess import Video, mllm_pixels
 
@@ -39,20 +39,6 @@ class TemporalFeatures:
 
 class TemporalFeatureSource(Protocol):
     def __call__(self, video: Video, question: str) -> TemporalFeatures: ...
-
-
-def clip_frame_indices(num_frames_total: int, fps: float, clip_len_s: float, frames_per_clip: int) -> list[list[int]]:
-    """Frames for each clip of `clip_len_s` seconds: `frames_per_clip` evenly spaced inside it,
-    at the middle of equal sub-intervals (the release samples 8 fps inside 1 s clips)."""
-    duration = num_frames_total / fps
-    num_clips = max(1, int(np.ceil(duration / clip_len_s - 1e-6)))
-    clips = []
-    for c in range(num_clips):
-        start = c * clip_len_s
-        ts = start + (np.arange(frames_per_clip) + 0.5) * clip_len_s / frames_per_clip
-        idx = np.clip(np.floor(ts * fps).astype(int), 0, num_frames_total - 1)
-        clips.append([int(i) for i in idx])
-    return clips
 
 
 def tef(num_clips: int) -> torch.Tensor:

@@ -13,11 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpo.errors import CheckpointError, ConfigError
+from tpo.manifest import TASK_TOKENS  # noqa: F401  (the shared list; re-exported)
 
-# The 7 task tokens, in the order the release adds them (ids vocab_base .. vocab_base+6).
-TASK_TOKENS = (
-    "<box_begin>", "<time_begin>", "<temp>", "<boxes>", "<track_begin>", "<tracking>", "<track_box>",
-)
 ASSET_DIR = Path(__file__).parent / "assets" / "tokenizers"
 REFERENCE_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videochat-tpo"
 

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from tpo.kernels.reference import aa_bicubic_taps
+from tpo.sampling import clip_frame_indices, middle_frame_indices  # noqa: F401  (the session's)
 
 
 @lru_cache(maxsize=32)
@@ -60,25 +61,6 @@ def mllm_pixels(frames: np.ndarray, size: int, mean, std) -> np.ndarray:
 def mask_frame(frame: np.ndarray, size: int, mean, std) -> np.ndarray:
     """[H, W, 3] uint8 RGB -> [1, 3, size, size] float32 (the mask image encoder's input)."""
     return _normalise(resize_chw(frame, size, size), mean, std, 1.0 / 255.0)[None]
-
-
-def middle_frame_indices(num_frames: int, total: int) -> list[int]:
-    """The middle of each of `num_frames` equal segments (padded with the last index), as the release."""
-    n = min(num_frames, total)
-    edges = np.linspace(0, total, n + 1).astype(int)
-    idx = [int((a + b - 1) // 2) for a, b in zip(edges[:-1], edges[1:])]
-    return idx + [idx[-1]] * (num_frames - n)
-
-
-def clip_frame_indices(num_frames_total: int, fps: float, clip_len_s: float, frames_per_clip: int) -> list[list[int]]:
-    """Frames of each `clip_len_s` clip for the temporal head's video features (as the model side)."""
-    duration = num_frames_total / fps
-    num_clips = max(1, int(np.ceil(duration / clip_len_s - 1e-6)))
-    clips = []
-    for c in range(num_clips):
-        ts = c * clip_len_s + (np.arange(frames_per_clip) + 0.5) * clip_len_s / frames_per_clip
-        clips.append([int(i) for i in np.clip(np.floor(ts * fps).astype(int), 0, num_frames_total - 1)])
-    return clips
 
 
 def tef(num_clips: int) -> np.ndarray:

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tpo.errors import CheckpointError, InputError
-
-TASK_TOKENS = ("<box_begin>", "<time_begin>", "<temp>", "<boxes>", "<track_begin>", "<tracking>", "<track_box>")
+from tpo.manifest import TASK_TOKENS
 
 
 @dataclass

@@ -65,6 +65,8 @@ TOKENIZER = "tokenizer"            # tokenizer.model (SentencePiece) + task toke
 TOKEN_TABLE = "token_embedding"    # [V, H] tensor name inside embeddings.safetensors
 TASK_EMBEDDING = "task_embedding.{task}"   # [H] per task: region, temporal, track
 TASKS = ("region", "temporal", "track")
+# the 7 task tokens, in the order the release adds them to the vocabulary (ids vocab_base .. vocab_base+6)
+TASK_TOKENS = ("<box_begin>", "<time_begin>", "<temp>", "<boxes>", "<track_begin>", "<tracking>", "<track_box>")
 
 # -------------------------------------------------------------------------------------- LLM tensor names
 # optimum's KV-cache names, so its tools can read the LLM graph

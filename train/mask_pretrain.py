@@ -30,7 +30,6 @@ torch's 2 spinning OpenMP threads and another busy process, a step took 10-15x l
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from tpo.model.mask_tracker import track, upsample_mask_logits
 from tpo.model.preprocess import mask_pixels
 
 from .metrics import jf_score, tracking_precision, tracking_success_auc
+from .schedule import warmup_cosine
 from .synthetic import Clip, SceneConfig, make_clip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # as `TPOConfig.pixel_mean` / `pixel_std`
@@ -375,12 +375,7 @@ def pretrain_mask_head(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
     )
 
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(warmup_steps, steps))
     losses: list[float] = []
     bar = None
     if progress:

@@ -20,7 +20,6 @@ MLLM branch. Deterministic for a seed.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -33,6 +32,7 @@ from tpo.errors import ConfigError
 from tpo.model.preprocess import middle_frame_indices
 
 from .samples import frames_to_pixels, resize_frames
+from .schedule import warmup_cosine
 from .synthetic import CATEGORIES, Clip, SceneConfig, make_clip
 
 SUB = 2                      # each token predicts a SUB x SUB grid of sub-cells of its patch
@@ -119,12 +119,7 @@ def pretrain_vision_encoder(
             p.requires_grad_(True)
         optimiser = torch.optim.AdamW([*params, *probe.parameters()], lr=lr, weight_decay=weight_decay)
 
-        def schedule(step: int) -> float:
-            if step < warmup_steps:
-                return (step + 1) / warmup_steps
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(warmup_steps, steps, floor=0.05))
         was_training = model.training
         model.vision_encoder.train()
         for step in range(steps):

@@ -18,11 +18,22 @@ def test_embedded_checkpoint_verifies_and_records_how_it_was_made():
 
 
 def test_embedded_checkpoint_routes_held_out_queries():
-    """Routing is the bar the shipped checkpoint reaches (>= 0.95); the other task metrics of the same
-    run are recorded in training.json (measured on 50 held-out clips)."""
+    """Routing is a bar the shipped checkpoint reaches (>= 0.95); the other task metrics of the same run
+    are recorded in training.json (measured on 50 held-out clips)."""
     path = default_checkpoint()
     model, _ = load_checkpoint(path, dtype="fp32")
     tok = load_tokenizer(path)
     held_out = Dataset(root=path, meta={}, clips=[make_clip(i, 1000) for i in range(4)])
     result = evaluate(model, tok, held_out, tasks=("region", "temporal", "conversation"))
     assert result["metrics"]["routing_accuracy"] >= 0.95
+
+
+def test_embedded_checkpoint_grounds_held_out_moments():
+    """Temporal R1@0.5 >= 0.6 is the other bar of the issue the shipped checkpoint reaches (0.86 on 50
+    held-out clips; 0.81 on these 16). Region, answers and tracking miss theirs: see docs/training.md."""
+    path = default_checkpoint()
+    model, _ = load_checkpoint(path, dtype="fp32")
+    held_out = Dataset(root=path, meta={}, clips=[make_clip(i, 1000) for i in range(16)])
+    result = evaluate(model, load_tokenizer(path), held_out, tasks=("temporal",))
+    assert result["counts"]["queries"] == 16
+    assert result["metrics"]["temporal"]["R1@0.5"] >= 0.6

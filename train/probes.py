@@ -1,0 +1,203 @@
+"""Where the image information stops: probes on a checkpoint's parts, against what its heads score.
+
+The tiny checkpoint misses the region and answer bars (docs/training.md). These probes locate the cause:
+
+- `vision_region_probe`: a ridge-regression probe (closed form, no training loop) from the vision
+  encoder's normalised tokens to the coverage of each colour-shape category in each sub-cell of a patch
+  (the stage-0 targets, `vision_pretrain.patch_targets`), fitted on single frames of training clips.
+  On each held-out region query the asked category's predicted coverage map (14 x 14 at tiny) is
+  thresholded at half its maximum and the bounding box of the cells above it is the probe's box. If
+  this scores where the region head scores 0, the vision features hold the "where" and the loss
+  happens downstream (connector -> LLM -> head).
+- `track_prompt_probe`: the frozen mask head tracking each held-out track query from three frame-0
+  prompts: the exact box (through SAM2's own prompt encoder), a fixed centre box, and the model's own
+  prompt (the track adapter's output). Equal scores mean the clip-level result is decided by the
+  tracker's memory path, not by the prompt; the first-frame mask IoU shows the prompt itself is used.
+- `blind_answer_em`: the exact match a model reading only the question can reach (the majority answer
+  per question type on the same clips): answers at this level mean the LLM does not read the image.
+
+    python -m tpo.train.probes [--checkpoint DIR] [--train-clips 60] [--held-clips 30] [--track-clips 12] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tpo.errors import InputError, TPOError
+
+from . import metrics
+from .samples import frames_to_pixels, resize_frames
+from .synthetic import CATEGORIES, Clip, make_clip
+from .vision_pretrain import SUB, VisionPool
+
+RIDGE = 1.0            # ridge penalty on the probe's weights (features are layer-normalised, so O(1))
+THRESHOLD = 0.5        # a cell belongs to the object when its coverage is over this fraction of the map's max
+
+
+def _tokens(model, frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 [1, S, S, 3] frames -> normalised vision tokens [N, g*g, Dv]."""
+    pixels = torch.stack([frames_to_pixels(f, model.cfg) for f in frames])
+    with torch.no_grad():
+        return model.vision_layernorm(model.vision_encoder(pixels)).float()
+
+
+def fit_coverage_probe(model, train_clips: int, seed: int) -> torch.Tensor:
+    """Ridge weights [Dv + 1, SUB*SUB*C] from tokens (+ bias) to sub-cell coverage, on single frames."""
+    cfg = model.cfg.vision
+    pool = VisionPool(train_clips, seed, cfg.image_size, cfg.image_size // cfg.patch_size, cfg.num_frames)
+    x = torch.cat([_tokens(model, [f for f, _ in pool.images[i:i + 64]]).flatten(0, 1)
+                   for i in range(0, len(pool.images), 64)])
+    y = torch.cat([t for _, t in pool.images])
+    x = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
+    gram = x.T @ x + RIDGE * torch.eye(x.shape[1], dtype=x.dtype)
+    return torch.linalg.solve(gram, x.T @ y.double()).float()
+
+
+def box_from_map(cover: np.ndarray, width: int, height: int) -> list[float]:
+    """A [G, G] coverage map -> the pixel box (x1, y1, x2, y2) of the cells over THRESHOLD x its max."""
+    g = cover.shape[0]
+    ys, xs = np.nonzero(cover > THRESHOLD * cover.max())
+    if len(xs) == 0:     # an all-zero map: nothing found
+        return [0.0, 0.0, 0.0, 0.0]
+    return [xs.min() / g * width, ys.min() / g * height, (xs.max() + 1) / g * width, (ys.max() + 1) / g * height]
+
+
+def category_of(question: str) -> int:
+    hits = [k for k, (colour, shape) in enumerate(CATEGORIES) if f"{colour} {shape}" in question]
+    if len(hits) != 1:
+        raise InputError(f"region question {question!r}: names {len(hits)} colour-shape categories, need one")
+    return hits[0]
+
+
+def vision_region_probe(model, held: list[Clip], train_clips: int = 60, seed: int = 0) -> dict:
+    """The probe's Acc@0.5 and mIoU on the region queries of `held` (see the module docstring)."""
+    weights = fit_coverage_probe(model, train_clips, seed)
+    size, g = model.cfg.vision.image_size, model.cfg.vision.image_size // model.cfg.vision.patch_size
+    ious = []
+    for clip in held:
+        for q in (q for q in clip.queries if q.task == "region"):
+            tokens = _tokens(model, [resize_frames(clip.frames[q.frame:q.frame + 1], size)])[0]   # (g*g, Dv)
+            pred = torch.cat([tokens, torch.ones(len(tokens), 1)], dim=1) @ weights              # (g*g, s*s*C)
+            cover = pred.reshape(g, g, SUB, SUB, len(CATEGORIES))[..., category_of(q.question)]
+            cover = cover.permute(0, 2, 1, 3).reshape(g * SUB, g * SUB).numpy()
+            ious.append(float(metrics.box_iou(box_from_map(cover, clip.spec.width, clip.spec.height), q.box)))
+    if not ious:
+        raise InputError("held-out clips: no region queries to probe")
+    return {"queries": len(ious), "Acc@0.5": float(np.mean(np.array(ious) >= 0.5)), "mIoU": float(np.mean(ious))}
+
+
+CENTRE_BOX = (0.4, 0.4, 0.6, 0.6)     # normalised x1, y1, x2, y2: a prompt that ignores the image
+
+
+def _track(model, clip: Clip, sparse: torch.Tensor) -> tuple[list, list]:
+    """Boxes and masks of the frozen mask head tracking `clip` from the frame-0 prompt `sparse` [1, 3, C]."""
+    from tpo.model.mask_tracker import upsample_mask_logits
+    from tpo.model.preprocess import mask_pixels
+
+    cfg, (h, w) = model.cfg, clip.frames.shape[1:3]
+    pixels = mask_pixels(clip.frames, cfg.mask_head.image_size, cfg.pixel_mean, cfg.pixel_std)
+    boxes, masks = [], []
+    with torch.no_grad():
+        for frame in model.sam.track(pixels, sparse, frame_size=(h, w)):
+            masks.append((upsample_mask_logits(frame.mask_logits, (h, w))[0, 0] > 0).numpy())
+            boxes.append(None if frame.boxes[0] is None else [float(v) for v in frame.boxes[0]])
+    return boxes, masks
+
+
+def track_prompt_probe(model, tokenizer, held: list[Clip]) -> dict:
+    """Per prompt (exact box, centre box, the model's own): clip-level success AUC and J&F, and the
+    frame-0 mask IoU, over the track queries of `held` whose object is in frame 0."""
+    from tpo.model.generate import generate
+    from tpo.model.preprocess import Video
+
+    from .samples import norm_box
+
+    scores: dict[str, dict[str, list[float]]] = {k: {"success_AUC": [], "J&F": [], "frame0_IoU": []}
+                                                 for k in ("exact_box", "centre_box", "model")}
+    for clip in held:
+        for q in (q for q in clip.queries if q.task == "track" and clip.box(0, q.object_id) is not None):
+            exact = norm_box(clip.box(0, q.object_id), clip.spec.width, clip.spec.height)[None]
+            result = generate(model, tokenizer, Video(clip.frames, clip.fps), q.question)
+            gt_boxes, gt_masks = [clip.box(t, q.object_id) for t in range(clip.num_frames)], clip.masks(q.object_id)
+            runs = {"exact_box": _track(model, clip, model.sam.prompt_embedding(exact)),
+                    "centre_box": _track(model, clip, model.sam.prompt_embedding(torch.tensor([CENTRE_BOX]))),
+                    "model": ((result.track[0].boxes, list(result.track[0].masks)) if result.task == "track"
+                              else ([None] * len(gt_boxes), [None] * len(gt_boxes)))}
+            for name, (boxes, masks) in runs.items():
+                boxes = [None if b is None else [float(v) for v in b] for b in boxes]
+                scores[name]["success_AUC"].append(metrics.tracking_success_auc(boxes, gt_boxes))
+                scores[name]["J&F"].append(metrics.jf_score(masks, gt_masks)["J&F"])
+                scores[name]["frame0_IoU"].append(metrics.jf_score(masks[:1], gt_masks[:1])["J"])
+    n = len(scores["model"]["J&F"])
+    if not n:
+        raise InputError("held-out clips: no track queries with the object in frame 0")
+    return {"queries": n, **{k: {m: float(np.mean(v)) for m, v in d.items()} for k, d in scores.items()}}
+
+
+def blind_answer_em(held: list[Clip]) -> dict:
+    """Exact match of the majority answer per question type (the question minus its object words)."""
+    by_type: dict[str, list[str]] = {}
+    for clip in held:
+        for q in (q for q in clip.queries if q.task == "conversation"):
+            by_type.setdefault(" ".join(q.question.split()[:2]), []).append(q.answer)
+    n = sum(len(v) for v in by_type.values())
+    if not n:
+        raise InputError("held-out clips: no conversation queries")
+    return {"queries": n, "exact_match": sum(Counter(v).most_common(1)[0][1] for v in by_type.values()) / n}
+
+
+def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_clips: int) -> dict:
+    from .data import Dataset
+    from .evaluate import evaluate
+
+    heads = evaluate(model, tokenizer, Dataset(root=Path("held-out"), meta={}, clips=held),
+                     tasks=("region", "conversation"))["metrics"]
+    return {"region_head": heads["region"], "vision_probe": vision_region_probe(model, held, train_clips, seed),
+            "answers": heads["conversation"], "blind_answers": blind_answer_em(held),
+            "track": track_prompt_probe(model, tokenizer, held[:track_clips])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tpo.train.probes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded one)")
+    p.add_argument("--train-clips", type=int, default=60, help="training clips the probe is fitted on (seed 0)")
+    p.add_argument("--held-clips", type=int, default=30, help="held-out clips (seed 1000)")
+    p.add_argument("--track-clips", type=int, default=12, help="the first N held-out clips for the track probe")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args(argv)
+    try:
+        if min(a.train_clips, a.held_clips, a.track_clips) < 1:
+            raise InputError("--train-clips, --held-clips and --track-clips must be >= 1")
+        from .eval_cli import load_model
+
+        torch.set_num_threads(1)
+        model, tokenizer, _ = load_model(a.checkpoint, None)
+        out = run(model, tokenizer, [make_clip(i, 1000) for i in range(a.held_clips)], a.train_clips, seed=0,
+                  track_clips=a.track_clips)
+    except TPOError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(out))
+    else:
+        print(f"region Acc@0.5: head {out['region_head']['Acc@0.5']:.2f}, linear probe on its vision tokens "
+              f"{out['vision_probe']['Acc@0.5']:.2f} (mIoU {out['vision_probe']['mIoU']:.2f}, "
+              f"{out['vision_probe']['queries']} queries)")
+        print(f"answer exact match: model {out['answers']['exact_match']:.2f}, blind majority per question type "
+              f"{out['blind_answers']['exact_match']:.2f} ({out['blind_answers']['queries']} queries)")
+        t = out["track"]
+        for name in ("exact_box", "centre_box", "model"):
+            print(f"track from the {name.replace('_', ' ')} prompt: success AUC {t[name]['success_AUC']:.3f}, "
+                  f"J&F {t[name]['J&F']:.3f}, frame-0 mask IoU {t[name]['frame0_IoU']:.2f} ({t['queries']} queries)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

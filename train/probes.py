@@ -1,6 +1,7 @@
 """Where the image information stops: probes on a checkpoint's parts, against what its heads score.
 
-The tiny checkpoint misses the region and answer bars (docs/training.md). These probes locate the cause:
+The tiny checkpoint misses the region, answer and tracking bars (docs/training.md). These probes locate
+the causes:
 
 - `vision_region_probe`: a ridge-regression probe (closed form, no training loop) from the vision
   encoder's normalised tokens to the coverage of each colour-shape category in each sub-cell of a patch

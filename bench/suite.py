@@ -10,17 +10,16 @@ Order of a run (each part alternates the variants after warm-up, see `stages.alt
    live source at `source_fps` (newest frame wins; dropped frames, deadline misses);
 4. scaling: frames per clip and batch, frame resolution, tracked objects, prompt length;
 5. model sizes: tiny, small, videochat-tpo dimensions (random weights; LLM cost per layer extrapolated).
-Peak resident memory is read after each part.
+Peak resident memory is read after each part. The clip and the recorded feeds come from `inputs.py`;
+memory, load, streaming and live-source measurements from `measure.py`.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import resource
 import sys
 import time
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,16 +38,31 @@ from .backends import (
     quiet_onnxruntime,
     variant_name,
 )
-from .stages import CountingRunner, Timed, alternate, summarize
+from .inputs import collect_feeds, example_feed, llm_feed, make_clip, resized, write_video
+from .measure import (
+    LoadMeter,
+    device_memory_mb,
+    extrapolate_layers,
+    first_result,
+    live_source,
+    load_config_layers,
+    make_tracker,
+    rss_mb,
+    stream_file,
+    sum_counts,
+    torch_threads,
+    versions,
+)
+from .stages import CountingRunner, Timed, alternate
 
 BASELINE = "torch-fp32"
 SAMPLES_KEPT = 400
 SIZE_GRAPHS = (names.VISION_ENCODER, names.VISION_ENCODER_IMAGE, names.CONNECTOR, names.LLM, names.TASK_ROUTER,
                names.TEMPORAL_HEAD, *names.FAST_PATH)
-GOAL_STAGES = ("track_step", "vision_encoder")
-BUSY_CPUS = 0.25
+GOAL_STAGES = ("track_step", "vision_encoder")   # the issue's 2x goal: ORT fp32 vs PyTorch eager
+BUSY_CPUS = 0.25     # other processes' CPUs during a stage above which its numbers are flagged as noisy
 PER_LAYER_VOCAB = 1024       # videochat-tpo's LLM per-layer cost is measured with the vocabulary cut to this
-LAYER_LABELS = {"1": "1 layer", "1v": f"1 layer, vocab {PER_LAYER_VOCAB}", "2v": f"2 layers, vocab {PER_LAYER_VOCAB}"}      # other processes' CPUs during a stage above which its numbers are flagged as noisy      # the issue's 2x goal: ORT fp32 vs PyTorch eager
+LAYER_LABELS = {"1": "1 layer", "1v": f"1 layer, vocab {PER_LAYER_VOCAB}", "2v": f"2 layers, vocab {PER_LAYER_VOCAB}"}
 
 
 @dataclass
@@ -90,181 +104,11 @@ class Plan:
         return cls(**base)
 
 
-def device_memory_mb() -> dict | None:
-    """GPU memory in use (nvidia-smi, the whole device) and torch's peak allocation; None without a GPU."""
-    import shutil
-    import subprocess
-
-    out: dict = {}
-    if shutil.which("nvidia-smi"):
-        with suppress(OSError, subprocess.SubprocessError, ValueError):
-            text = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                                  capture_output=True, text=True, timeout=10).stdout
-            out["nvidia_smi_used_mb"] = float(text.split()[0])
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        out["torch_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / (1 << 20), 1)
-    return out or None
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(r / (1 << 20) if sys.platform == "darwin" else r / 1024, 1)
-
-
 def _samples_ms(xs: list[float]) -> list[float]:
     a = np.asarray(xs) * 1000.0
     if a.size > SAMPLES_KEPT:
         a = a[np.linspace(0, a.size - 1, SAMPLES_KEPT).astype(int)]
     return [round(float(x), 4) for x in a]
-
-
-# ------------------------------------------------------------------------------------------ the clip
-def make_clip(folder: Path, seconds: float = 4.0, fps: float = 30.0, seed: int = 4242):
-    """A synthetic 320x240 scene at `fps` (the training distribution, so the tiny model answers sensibly),
-    written as MJPG AVI and as mp4v MP4 at each resolution asked later. Returns (frames RGB, queries)."""
-    from tpo.train.synthetic import SceneConfig
-    from tpo.train.synthetic import make_clip as synth
-
-    cfg = SceneConfig(fps_range=(int(fps), int(fps)), duration_range_s=(seconds, seconds))
-    clip = synth(0, seed, cfg)
-    queries = {}
-    for q in clip.queries:
-        queries.setdefault(q.task, q.question)
-    return clip.frames, queries
-
-
-def write_video(path: Path, frames_rgb: np.ndarray, fps: float, size: tuple[int, int] | None = None) -> Path:
-    import cv2
-
-    fourcc = {".avi": "MJPG", ".mp4": "mp4v"}[path.suffix]
-    w, h = size or (frames_rgb.shape[2], frames_rgb.shape[1])
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    if not writer.isOpened():
-        raise TPOError(f"{path}: OpenCV cannot write {fourcc} video here")
-    for f in frames_rgb:
-        bgr = cv2.cvtColor(f, cv2.COLOR_RGB2BGR)
-        if (w, h) != (f.shape[1], f.shape[0]):
-            bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_LINEAR)
-        writer.write(bgr)
-    writer.release()
-    return path
-
-
-def resized(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    if (frames.shape[2], frames.shape[1]) == tuple(size):
-        return frames
-    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
-
-
-# ------------------------------------------------------------------------------------------ feeds
-class Recorder:
-    def __init__(self, runner):
-        self.runner, self.feeds = runner, []
-        self.name = getattr(runner, "name", "?")
-
-    def run(self, inputs):
-        self.feeds.append({k: np.array(v, copy=True) for k, v in inputs.items()})
-        return self.runner.run(inputs)
-
-
-def llm_feed(llm_cfg: dict, embeds: np.ndarray, past: dict | None) -> dict[str, np.ndarray]:
-    """The LLM graph's inputs as `Session.llm` builds them."""
-    n_layers, kv, hd = llm_cfg["num_layers"], llm_cfg["num_kv_heads"], llm_cfg["head_dim"]
-    if past is None:
-        past = {n: np.zeros((1, kv, 0, hd), np.float32) for n in names.past_names(n_layers)}
-    past_len = next(iter(past.values())).shape[2]
-    s = embeds.shape[1]
-    return {"inputs_embeds": embeds.astype(np.float32), "attention_mask": np.ones((1, past_len + s), np.int64),
-            "position_ids": np.arange(past_len, past_len + s, dtype=np.int64)[None], **past}
-
-
-def present_as_past(out: dict, n_layers: int) -> dict:
-    return {p: out[q] for p, q in zip(names.past_names(n_layers), names.present_names(n_layers))}
-
-
-def collect_feeds(s, frames: np.ndarray, fps: float, queries: dict[str, str]) -> tuple[dict, dict]:
-    """Inputs of every graph as the runtime makes them for this clip (track question for the slow path,
-    temporal question for the temporal head, a tracked stretch of frames for the mask pieces)."""
-    from tpo.runtime import preprocess
-
-    mp, llm_cfg = s.pre["mllm"], s.llm_cfg
-    feeds: dict[str, dict] = {}
-    t = mp["num_frames"]
-    idx = preprocess.middle_frame_indices(t, frames.shape[0])
-    pixels = preprocess.mllm_pixels(frames[idx], mp["image_size"], mp["mean"], mp["std"])
-    feeds[names.VISION_ENCODER] = {"pixels": pixels}
-    feeds[names.VISION_ENCODER_IMAGE] = {"pixels": np.ascontiguousarray(pixels[:, :, t // 2: t // 2 + 1])}
-    tokens = s.runners[names.VISION_ENCODER].run(feeds[names.VISION_ENCODER])["vision_tokens"]
-    feeds[names.CONNECTOR] = {"vision_tokens": tokens}
-    visual = s.runners[names.CONNECTOR].run(feeds[names.CONNECTOR])["visual_embeds"]
-    prompt = s.text.prompt(queries["track"], "video")
-    embeds = s.embed_tokens(prompt.input_ids)
-    embeds[prompt.visual_mask] = visual[0]
-    feeds["llm_prefill"] = llm_feed(llm_cfg, embeds[None], None)
-    out = s.runners[names.LLM].run(feeds["llm_prefill"])
-    token = int(np.argmax(out["logits"][0, -1]))
-    feeds["llm_decode"] = llm_feed(llm_cfg, s.embed_tokens([token])[None],
-                                   present_as_past(out, llm_cfg["num_layers"]))
-    h = out["hidden_states"][0, -1].astype(np.float32)
-    feeds[names.TASK_ROUTER] = {"hidden": h[None]}
-    prompts = s.runners[names.TASK_ROUTER].run(feeds[names.TASK_ROUTER])
-    feeds[names.BOX_ENCODER] = {"boxes": np.array([[0.1, 0.2, 0.5, 0.6]], np.float32)}
-    # the temporal head, as Session.temporal feeds it
-    tp = s.pre["temporal"]
-    clips = preprocess.clip_frame_indices(frames.shape[0], fps, tp["clip_s"], tp["frames_per_clip"])
-    cpix = np.concatenate([preprocess.mllm_pixels(frames[i], mp["image_size"], mp["mean"], mp["std"]) for i in clips])
-    feats = s.vision_tokens(cpix).mean(axis=1)
-    video = np.concatenate([feats, preprocess.tef(len(clips))], axis=1)[None].astype(np.float32)
-    text = s.embed_tokens(s.text.question_ids(queries["temporal"], tp["max_text_tokens"]))[None]
-    feeds[names.TEMPORAL_HEAD] = {"text_feats": text, "text_mask": np.ones(text.shape[:2], bool),
-                                  "video_feats": video, "video_mask": np.ones(video.shape[:2], bool),
-                                  "prompt_token": prompts["temporal_prompt"].astype(np.float32)}
-    # the mask pieces: record a tracked stretch long enough to fill the memory ring
-    saved = {n: s.runners[n] for n in names.FAST_PATH}
-    rec = {n: Recorder(r) for n, r in saved.items()}
-    s.runners.update(rec)
-    try:
-        tracker = s.tracker(prompts["track_prompt"])
-        for f in frames[: s.tracker_cfg["num_maskmem"] + 2]:
-            s.track_frame(tracker, f)
-    finally:
-        s.runners.update(saved)
-    feeds[names.MASK_IMAGE_ENCODER] = rec[names.MASK_IMAGE_ENCODER].feeds[-1]
-    feeds[names.MASK_DECODER_PROMPTED] = rec[names.MASK_DECODER_PROMPTED].feeds[0]
-    feeds[names.MEMORY_ATTENTION] = rec[names.MEMORY_ATTENTION].feeds[-1]
-    feeds[names.MASK_DECODER_TRACKED] = rec[names.MASK_DECODER_TRACKED].feeds[-1]
-    feeds[names.MEMORY_ENCODER] = rec[names.MEMORY_ENCODER].feeds[-1]
-    ctx = {"track_prompt": prompts["track_prompt"].astype(np.float32), "prompt_tokens": int(len(prompt.input_ids)),
-           "hidden": h}
-    return feeds, ctx
-
-
-def example_feed(defn, sizes: dict[str, int], seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs of a `GraphDef` at `sizes` (named dims), values in each tensor's domain (random weights side)."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for t in defn.inputs:
-        shape = [sizes[d] if isinstance(d, str) else d for d in t.shape]
-        if t.name == "attention_mask":
-            out[t.name] = np.ones(shape, np.int64)
-        elif t.name == "position_ids":
-            past = sizes.get("past_sequence", 0)
-            out[t.name] = np.broadcast_to(np.arange(past, past + shape[1]), shape).astype(np.int64).copy()
-        elif t.name == "memory_time":
-            out[t.name] = np.broadcast_to(np.arange(shape[1]), shape).astype(np.int64).copy()
-        elif t.dtype == "bool" and not shape:
-            out[t.name] = np.array(False)
-        elif t.dtype == "bool":
-            out[t.name] = np.ones(shape, bool)
-        elif t.name == "boxes":
-            out[t.name] = np.tile(np.array([[0.1, 0.2, 0.5, 0.6]], np.float32), (shape[0], 1))
-        else:
-            out[t.name] = rng.standard_normal(shape).astype(np.float32)
-    return out
 
 
 # ------------------------------------------------------------------------------------------ the suite
@@ -1024,205 +868,3 @@ class Suite:
         self.memory("end")
         self.result["meta"]["wall_s"] = round(time.perf_counter() - t0, 1)
         return self.result
-
-
-# ------------------------------------------------------------------------------------------ helpers
-class LoadMeter:
-    """CPU used by other processes while a part ran: (machine busy time - this process's CPU time) / wall,
-    in CPUs (0.0 = a quiet machine, 1.0 = one core taken by someone else). Linux /proc/stat; None elsewhere."""
-
-    def __init__(self):
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _machine_busy_s(), _own_cpu_s()
-
-    def read(self) -> dict:
-        wall = time.perf_counter() - self.t0
-        busy = _machine_busy_s()
-        out = {"wall_s": round(wall, 2), "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg")
-               else None}
-        if busy is not None and self.busy0 is not None and wall > 0:
-            own = _own_cpu_s() - self.own0
-            out["own_cpus"] = round(own / wall, 2)
-            out["others_cpus"] = round(max(0.0, (busy - self.busy0 - own) / wall), 2)
-        return out
-
-
-def _machine_busy_s() -> float | None:
-    try:
-        with open("/proc/stat") as f:
-            vals = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    busy = sum(vals) - vals[3] - vals[4]          # minus idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-class torch_threads:
-    """Context: PyTorch's intra-op threads set to `n` (restored after); a no-op without torch loaded."""
-
-    def __init__(self, n: int):
-        self.n, self.prev = n, None
-
-    def __enter__(self):
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            self.prev = torch.get_num_threads()
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        torch = sys.modules.get("torch")
-        if torch is not None and self.prev is not None:
-            torch.set_num_threads(self.prev)
-
-
-def make_tracker(cls, runners: dict, tracker_cfg: dict, prompt: np.ndarray):
-    """A runtime `MaskTracker` on `runners` (name -> runner), whichever way this runtime version takes them
-    (a dict of runners, or a `run(graph, inputs)` callable)."""
-    import inspect
-
-    params = list(inspect.signature(cls.__init__).parameters)
-    if len(params) > 1 and params[1] == "run":
-        return cls(lambda graph, inputs: runners[graph].run(inputs), tracker_cfg, prompt)
-    return cls(runners, tracker_cfg, prompt)
-
-
-def sum_counts(counts: list[dict | None]) -> dict | None:
-    if any(c is None for c in counts) or not counts:
-        return None
-    keys = ("flops", "matmul_flops", "elementwise_flops", "bytes", "weight_bytes", "io_bytes", "activation_bytes",
-            "nodes", "uncounted_count")
-    return {k: sum(c[k] for c in counts) for k in keys}
-
-
-def extrapolate_layers(by_stage: dict, num_layers: int, base=1, per_layer=(1, 2)) -> dict:
-    """t(L) = t(base) + (L - 1) * (t(per_layer[1]) - t(per_layer[0])), per variant, from p50s: `base` is a
-    1-layer graph (head included), `per_layer` two graphs one layer apart (the difference is one layer)."""
-    out = {}
-    for g in ("llm_prefill", "llm_decode"):
-        one, a, b = by_stage.get((g, base)), by_stage.get((g, per_layer[0])), by_stage.get((g, per_layer[1]))
-        if one is None or a is None or b is None:
-            continue
-        rows = {}
-        for v in one["variants"]:
-            if v not in a["variants"] or v not in b["variants"]:
-                continue
-            t1 = one["variants"][v]["p50"]
-            per_layer_ms = max(b["variants"][v]["p50"] - a["variants"][v]["p50"], 0.0)
-            rows[v] = {"p50_1_layer_ms": t1, "per_layer_ms": round(per_layer_ms, 3),
-                       f"p50_{num_layers}_layers_ms": round(t1 + (num_layers - 1) * per_layer_ms, 2)}
-        out[g] = {"label": f"EXTRAPOLATED to {num_layers} layers: 1-layer graph + {num_layers - 1} x the measured "
-                           f"cost of one layer", "variants": rows}
-    return out
-
-
-def load_config_layers(name: str) -> int:
-    from tpo.model.config import load_config
-
-    return load_config(name).llm.num_layers
-
-
-def first_result(s, task: str, question: str, frames: np.ndarray, fps: float) -> str:
-    """Question in, first result out, as a caller of the session API gets it; returns the task triggered.
-
-    track: the answer (decoding to the end), the router, the first tracked frame; region: the box of a
-    one-frame question; temporal: the offline windows of the clip; conversation: the text."""
-    if task == "track":
-        ans = s.ask(question, frames, fps, run_heads=False)
-        h = ans.prompts.get("track")
-        if h is not None:
-            prompts = s.route(h)
-            tracker = s.tracker(prompts["track_prompt"])
-            s.track_frame(tracker, frames[0])
-        return ans.task
-    if task == "region":
-        return s.ask(question, frames[len(frames) // 2: len(frames) // 2 + 1], fps).task
-    return s.ask(question, frames, fps).task
-
-
-def _track_event(frame, r) -> dict:
-    from tpo.runtime.rle import rle_encode
-
-    return {"type": "track", "frame": frame.index if hasattr(frame, "index") else int(frame),
-            "time_s": getattr(frame, "time_s", 0.0), "box": r["box"], "score": r["score"],
-            "mask_rle": rle_encode(r["mask"])}
-
-
-def stream_file(s, video: Path, max_frames: int, prompt: np.ndarray, jsonl: Path, budget_s: float | None = None
-                ) -> dict:
-    """Every frame of a file through capture -> frame path -> JSONL; latency per frame from read to written.
-    Past `budget_s` the stream stops early (`stopped_early`; the frames read are still all accounted for)."""
-    from tpo.runtime.sinks import JsonlSink
-    from tpo.runtime.sources import open_source
-
-    tracker = s.tracker(prompt)
-    lat = []
-    start = time.perf_counter()
-    with open_source(str(video), max_frames=max_frames) as src, JsonlSink(jsonl) as sink:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                frame = next(src)
-            except StopIteration:
-                break
-            r = s.track_frame(tracker, frame.rgb)[0]
-            sink.write_event(_track_event(frame, r))
-            lat.append(time.perf_counter() - t0)
-            if budget_s is not None and time.perf_counter() - start > budget_s:
-                break
-        stats = src.stats
-    wall = time.perf_counter() - start
-    return {"processed": len(lat), "frames_in": stats.frames_in, "dropped": stats.dropped,
-            "stopped_early": len(lat) < max_frames,
-            "sustained_fps": round(len(lat) / wall, 2) if wall > 0 else None, "latency_ms": summarize(lat),
-            "first_frame_ms": round(lat[0] * 1e3, 3) if lat else None}
-
-
-def live_source(s, frames: np.ndarray, fps: float, seconds: float, prompt: np.ndarray, jsonl: Path,
-                clock=time.perf_counter, sleep=time.sleep) -> dict:
-    """A live camera simulated on the clock: frame i arrives at i / fps; a free consumer takes the newest
-    arrived frame (older unprocessed ones are dropped); a result later than one period after its frame's
-    arrival misses its deadline. Frames in = processed + dropped."""
-    from tpo.runtime.sinks import JsonlSink
-
-    n = max(1, int(round(seconds * fps)))
-    period = 1.0 / fps
-    tracker = s.tracker(prompt)
-    last, processed, dropped, misses = -1, 0, 0, 0
-    lat = []
-    with JsonlSink(jsonl) as sink:
-        start = clock()
-        while last < n - 1:
-            now = clock() - start
-            newest = min(int(now / period), n - 1)
-            if newest <= last:
-                sleep(max(0.0, (last + 1) * period - now))
-                continue
-            dropped += newest - last - 1
-            r = s.track_frame(tracker, frames[newest % len(frames)])[0]
-            sink.write_event(_track_event(newest, r))
-            latency = clock() - start - newest * period
-            lat.append(latency)
-            misses += latency > period
-            processed += 1
-            last = newest
-        wall = clock() - start
-    return {"frames_in": n, "processed": processed, "dropped": dropped, "deadline_misses": int(misses),
-            "miss_rate": round(misses / processed, 4) if processed else None,
-            "processed_fps": round(processed / wall, 2), "latency_ms": summarize(lat),
-            "accounted": n == processed + dropped}
-
-
-def versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("tpo-edge", "torch", "onnxruntime", "onnxruntime-gpu", "onnx", "numpy", "opencv-python-headless",
-                 "tensorrt"):
-        with suppress(metadata.PackageNotFoundError):
-            out[dist] = metadata.version(dist)
-    return out
-

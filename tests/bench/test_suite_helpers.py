@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tpo.bench.suite import LoadMeter, example_feed, extrapolate_layers, live_source, sum_counts
+from tpo.bench.inputs import example_feed
+from tpo.bench.measure import LoadMeter, extrapolate_layers, live_source, sum_counts
 
 
 class FakeClock:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,31 +248,30 @@ def count_graph(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | Non
 
 
 # ------------------------------------------------------------------------------------------ the peaks
+def best_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Seconds of the fastest of `repeats` calls of `fn`, after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def matmul_peak(n: int = 1024, repeats: int = 5, dtype=np.float32) -> float:
     """FLOP/s of the best of `repeats` n x n x n matmuls (BLAS, numpy's own thread count)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n ** 3 / best
+    return 2.0 * n ** 3 / best_seconds(lambda: a @ b, repeats)
 
 
 def copy_bandwidth(mbytes: int = 128, repeats: int = 5) -> float:
     """Bytes/s of the best of `repeats` copies of `mbytes` MiB (read + write counted)."""
     src = np.ones(mbytes * (1 << 20) // 4, np.float32)
     dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * src.nbytes / best
+    return 2.0 * src.nbytes / best_seconds(lambda: np.copyto(dst, src), repeats)
 
 
 def measure_peak(quick: bool = False) -> dict[str, float]:
@@ -284,13 +284,7 @@ def measure_peak(quick: bool = False) -> dict[str, float]:
     torch = sys.modules.get("torch")
     if torch is not None:
         a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        best = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t0)
-        peaks["torch"] = 2.0 * n ** 3 / best
+        peaks["torch"] = 2.0 * n ** 3 / best_seconds(lambda: a @ b, reps)
     return {"flops_per_s": max(peaks.values()), "bytes_per_s": copy_bandwidth(mb, reps), "matmul_n": n,
             "copy_mib": mb, "matmul_by": {k: round(v / 1e9, 1) for k, v in peaks.items()}}
 

@@ -21,7 +21,7 @@ import torch
 
 from tpo.errors import InputError
 
-from .mask_tracker import upsample_mask_logits
+from .mask_tracker import track_clip
 from .preprocess import Video, mask_pixels, middle_frame_indices, mllm_pixels
 from .prompt import build_prompt
 from .temporal_features import ExternalEncoders, InternalFeatures, TemporalFeatureSource
@@ -161,12 +161,7 @@ def run_head(model, tokenizer, task: str, h: torch.Tensor, video: Video, questio
         cfg = model.cfg
         sparse = model.track_prompt(h[None]).to(model.dtype)           # (1, 3, C)
         pixels = mask_pixels(video.frames, cfg.mask_head.image_size, cfg.pixel_mean, cfg.pixel_std)
-        masks, boxes, scores = [], [], []
-        for frame in model.sam.track(pixels.to(model.device, model.dtype), sparse, frame_size=(height, width)):
-            logits = upsample_mask_logits(frame.mask_logits, (height, width))   # (1, 1, H, W)
-            masks.append((logits[0, 0] > 0).cpu().numpy())
-            boxes.append(None if frame.boxes[0] is None else [float(v) for v in frame.boxes[0]])
-            scores.append(float(frame.object_score[0, 0]))
+        masks, boxes, scores = track_clip(model.sam, pixels.to(model.device, model.dtype), sparse, (height, width))
         result.track.append(TrackResult(masks=np.stack(masks), boxes=boxes, scores=scores))
     else:
         raise AssertionError(task)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -186,6 +187,21 @@ def track(
     yield track_first_frame(head, state, frames[0:1], sparse_prompt, frame_size)
     for t in range(1, frames.shape[0]):
         yield track_next_frame(head, state, frames[t : t + 1], frame_size)
+
+
+@torch.no_grad()
+def track_clip(
+    head: MaskHead, frames: Tensor, sparse_prompt: Tensor, frame_size: tuple[int, int]
+) -> tuple[list[np.ndarray], list[list[float] | None], list[float]]:
+    """One object tracked over a clip at frame resolution: per frame its bool mask [H, W] (the low-res logits
+    upsampled to frame_size, > 0), its box (x1, y1, x2, y2 px floats, None when the mask is empty) and its
+    object score. frames and sparse_prompt [1, N, C] as in `track`."""
+    masks, boxes, scores = [], [], []
+    for frame in track(head, frames, sparse_prompt, frame_size):
+        masks.append((upsample_mask_logits(frame.mask_logits, frame_size)[0, 0] > 0).cpu().numpy())
+        boxes.append(None if frame.boxes[0] is None else [float(v) for v in frame.boxes[0]])
+        scores.append(float(frame.object_score[0, 0]))
+    return masks, boxes, scores
 
 
 def upsample_mask_logits(mask_logits: Tensor, frame_size: tuple[int, int]) -> Tensor:

@@ -43,11 +43,11 @@ from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoAttentio
 
 from tpo.errors import ConfigError
 from tpo.model.mask_head import NO_OBJECT_SCORE, ImageFeatures, MaskHead
-from tpo.model.mask_tracker import track, upsample_mask_logits
+from tpo.model.mask_tracker import track_clip
 from tpo.model.preprocess import mask_pixels
 
 from .metrics import jf_score, tracking_precision, tracking_success_auc
-from .schedule import warmup_cosine
+from .schedule import loss_summary, warmup_cosine
 from .synthetic import Clip, SceneConfig, make_clip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # as `TPOConfig.pixel_mean` / `pixel_std`
@@ -414,13 +414,7 @@ def pretrain_mask_head(
     head.train(was_training)
     if bar is not None:
         bar.close()
-    tenth = max(1, steps // 10)
-    return {
-        "steps": steps,
-        "seconds": time.perf_counter() - start_time,
-        "loss_first": float(np.mean(losses[:tenth])),
-        "loss_last": float(np.mean(losses[-tenth:])),
-    }
+    return loss_summary(losses, start_time)
 
 
 def freeze_mask_head(head: MaskHead) -> MaskHead:
@@ -466,10 +460,7 @@ def evaluate_mask_head(
         height, width = clip.labels.shape[1:]
         box = torch.tensor(clip.boxes[0, k] / [width, height, width, height], dtype=torch.float32)[None]
         pixels = mask_pixels(clip.frames[:num_frames], size, IMAGENET_MEAN, IMAGENET_STD)
-        pred_masks, pred_boxes = [], []
-        for result in track(head, pixels, head.prompt_embedding(box), (height, width)):
-            pred_masks.append((upsample_mask_logits(result.mask_logits, (height, width)) > 0)[0, 0].numpy())
-            pred_boxes.append(result.boxes[0])
+        pred_masks, pred_boxes, _ = track_clip(head, pixels, head.prompt_embedding(box), (height, width))
         gt_masks = clip.masks(k)[:num_frames]
         gt_boxes = [clip.box(t, k) for t in range(num_frames)]
         jf = jf_score(pred_masks, gt_masks)

@@ -97,42 +97,31 @@ def vision_region_probe(model, held: list[Clip], train_clips: int = 60, seed: in
 CENTRE_BOX = (0.4, 0.4, 0.6, 0.6)     # normalised x1, y1, x2, y2: a prompt that ignores the image
 
 
-def _track(model, clip: Clip, sparse: torch.Tensor) -> tuple[list, list]:
-    """Boxes and masks of the frozen mask head tracking `clip` from the frame-0 prompt `sparse` [1, 3, C]."""
-    from tpo.model.mask_tracker import upsample_mask_logits
-    from tpo.model.preprocess import mask_pixels
-
-    cfg, (h, w) = model.cfg, clip.frames.shape[1:3]
-    pixels = mask_pixels(clip.frames, cfg.mask_head.image_size, cfg.pixel_mean, cfg.pixel_std)
-    boxes, masks = [], []
-    with torch.no_grad():
-        for frame in model.sam.track(pixels, sparse, frame_size=(h, w)):
-            masks.append((upsample_mask_logits(frame.mask_logits, (h, w))[0, 0] > 0).numpy())
-            boxes.append(None if frame.boxes[0] is None else [float(v) for v in frame.boxes[0]])
-    return boxes, masks
-
-
 def track_prompt_probe(model, tokenizer, held: list[Clip]) -> dict:
     """Per prompt (exact box, centre box, the model's own): clip-level success AUC and J&F, and the
     frame-0 mask IoU, over the track queries of `held` whose object is in frame 0."""
     from tpo.model.generate import generate
-    from tpo.model.preprocess import Video
+    from tpo.model.mask_tracker import track_clip
+    from tpo.model.preprocess import Video, mask_pixels
 
     from .samples import norm_box
 
+    cfg = model.cfg
     scores: dict[str, dict[str, list[float]]] = {k: {"success_AUC": [], "J&F": [], "frame0_IoU": []}
                                                  for k in ("exact_box", "centre_box", "model")}
     for clip in held:
+        pixels = mask_pixels(clip.frames, cfg.mask_head.image_size, cfg.pixel_mean, cfg.pixel_std)  # once per clip
+        size = tuple(clip.frames.shape[1:3])
         for q in (q for q in clip.queries if q.task == "track" and clip.box(0, q.object_id) is not None):
             exact = norm_box(clip.box(0, q.object_id), clip.spec.width, clip.spec.height)[None]
-            result = generate(model, tokenizer, Video(clip.frames, clip.fps), q.question)
             gt_boxes, gt_masks = [clip.box(t, q.object_id) for t in range(clip.num_frames)], clip.masks(q.object_id)
-            runs = {"exact_box": _track(model, clip, model.sam.prompt_embedding(exact)),
-                    "centre_box": _track(model, clip, model.sam.prompt_embedding(torch.tensor([CENTRE_BOX]))),
-                    "model": ((result.track[0].boxes, list(result.track[0].masks)) if result.task == "track"
-                              else ([None] * len(gt_boxes), [None] * len(gt_boxes)))}
-            for name, (boxes, masks) in runs.items():
-                boxes = [None if b is None else [float(v) for v in b] for b in boxes]
+            runs = {name: track_clip(model.sam, pixels, model.sam.prompt_embedding(box), size)[:2]
+                    for name, box in (("exact_box", exact), ("centre_box", torch.tensor([CENTRE_BOX])))}
+            result = generate(model, tokenizer, Video(clip.frames, clip.fps), q.question)
+            routed = result.task == "track"       # a wrong first trigger tracks nothing (evaluate's miss rule)
+            runs["model"] = ((list(result.track[0].masks), result.track[0].boxes) if routed
+                             else ([None] * len(gt_boxes), [None] * len(gt_boxes)))
+            for name, (masks, boxes) in runs.items():
                 scores[name]["success_AUC"].append(metrics.tracking_success_auc(boxes, gt_boxes))
                 scores[name]["J&F"].append(metrics.jf_score(masks, gt_masks)["J&F"])
                 scores[name]["frame0_IoU"].append(metrics.jf_score(masks[:1], gt_masks[:1])["J"])

@@ -1,9 +1,13 @@
-"""Learning-rate schedule shared by the stage-0 pretrainings: linear warm-up, then cosine to a floor."""
+"""What the stage-0 pretrainings share: the learning-rate schedule (linear warm-up, then cosine to a floor)
+and the summary they return."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 
 def warmup_cosine(warmup_steps: int, steps: int, floor: float = 0.0) -> Callable[[int], float]:
@@ -16,3 +20,11 @@ def warmup_cosine(warmup_steps: int, steps: int, floor: float = 0.0) -> Callable
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps)))
 
     return factor
+
+
+def loss_summary(losses: Sequence[float], start_time: float) -> dict:
+    """{steps, seconds (since `start_time`, a perf_counter reading), loss_first, loss_last}: the losses'
+    means over the first and the last 10% of steps."""
+    tenth = max(1, len(losses) // 10)
+    return {"steps": len(losses), "seconds": time.perf_counter() - start_time,
+            "loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:]))}

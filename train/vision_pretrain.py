@@ -32,7 +32,7 @@ from tpo.errors import ConfigError
 from tpo.model.preprocess import middle_frame_indices
 
 from .samples import frames_to_pixels, resize_frames
-from .schedule import warmup_cosine
+from .schedule import loss_summary, warmup_cosine
 from .synthetic import CATEGORIES, Clip, SceneConfig, make_clip
 
 SUB = 2                      # each token predicts a SUB x SUB grid of sub-cells of its patch
@@ -148,6 +148,4 @@ def pretrain_vision_encoder(
         model.train(was_training)
     if bar is not None:
         bar.close()
-    tenth = max(1, steps // 10)
-    return {"steps": steps, "seconds": time.perf_counter() - start_time,
-            "loss_first": float(np.mean(losses[:tenth])), "loss_last": float(np.mean(losses[-tenth:]))}
+    return loss_summary(losses, start_time)

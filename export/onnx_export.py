@@ -19,11 +19,10 @@ from pathlib import Path
 import onnx
 import torch
 
-from tpo.errors import ConfigError
 from tpo.model.graphs import GraphDef
 
-MIN_OPSET, MAX_OPSET = 18, 23   # what torch 2.13's dynamo exporter and onnxruntime 1.32 both run
-DEFAULT_OPSET = 20
+from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset  # noqa: F401  (re-exported)
+
 EXTERNAL_DATA_BYTES = 1_800_000_000   # parameters above this: weights in a side file (protobuf's limit: 2 GB)
 
 # fp32 islands: op types kept in fp32 under --precision fp16. Normalisations and softmax are the classic
@@ -34,12 +33,6 @@ FP16_ISLANDS = (
     "Pow", "Sqrt", "Reciprocal", "Erf", "Exp", "Log", "Sigmoid", "Resize", "Range", "CumSum", "TopK",
     "Min", "Max", "Upsample", "ReduceSum", "ArgMax",
 )
-
-
-def check_opset(opset: int) -> int:
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ConfigError(f"--opset {opset}: supported opsets are {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-    return opset
 
 
 def _dynamic_shapes(graph: GraphDef) -> tuple:

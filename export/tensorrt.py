@@ -77,7 +77,8 @@ from tpo.errors import TPOError
 
 __all__ = [
     "BuiltEngine", "EngineCache", "GpuInfo", "TensorRTBuildError", "TensorRTUnavailable", "build_engines",
-    "engine_cache_key", "format_problems", "gpu_probe", "lint_for_tensorrt", "lint_manifest", "tensorrt_version",
+    "engine_cache_key", "format_problems", "gpu_probe", "lint_for_tensorrt", "lint_manifest", "probe_tensorrt",
+    "tensorrt_version",
     "TABLE_VERSION",
 ]
 
@@ -592,8 +593,16 @@ def _carries_float16(onnx_path: Path) -> bool:
     return False
 
 
-def _check_tensorrt(gpu_ordinal: int) -> tuple[GpuInfo, Any]:
-    """GPU first, then TensorRT, then polygraphy; each missing piece is one TensorRTUnavailable line."""
+def probe_tensorrt(gpu_ordinal: int = 0) -> GpuInfo:
+    """Whether the tensorrt target can run here, asked before any export work: GPU first (the driver
+    only), then whether TensorRT and polygraphy are installed and TensorRT's version (package metadata).
+    Creates no TensorRT object and imports TensorRT only where a GPU was found and no metadata names its
+    version (JetPack's apt package). Each missing piece is one TensorRTUnavailable line."""
+    if not module_available("cuda.bindings"):
+        from tpo.kernels.path import without_bindings
+
+        _, why = without_bindings()     # "no GPU present: ..." never comes with an install hint
+        raise TensorRTUnavailable(f"tensorrt target: {why}")
     gpu = gpu_probe(gpu_ordinal)
     if isinstance(gpu, str):
         raise TensorRTUnavailable(f"tensorrt target: no GPU ({gpu})")
@@ -604,6 +613,16 @@ def _check_tensorrt(gpu_ordinal: int) -> tuple[GpuInfo, Any]:
         )
     if not module_available("polygraphy"):
         raise TensorRTUnavailable("tensorrt target: polygraphy is not installed (pip install polygraphy)")
+    version = tensorrt_version()
+    if version is not None and _version_tuple(version) < MIN_TENSORRT:
+        raise TensorRTUnavailable(f"tensorrt target: TensorRT {version} is too old "
+                                  f"(need {'.'.join(map(str, MIN_TENSORRT))} or newer)")
+    return gpu
+
+
+def _check_tensorrt(gpu_ordinal: int) -> tuple[GpuInfo, Any]:
+    """`probe_tensorrt`, then TensorRT imported; each missing piece is one TensorRTUnavailable line."""
+    gpu = probe_tensorrt(gpu_ordinal)
     try:
         import tensorrt as trt
     except Exception as e:   # a broken install: missing libnvinfer, CUDA mismatch

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from tpo.errors import TPOError
+from tpo.errors import CheckpointError, TPOError
+from tpo.model.presets import check_config, preset_names
 
 COMPONENTS = {
     "vision_encoder": ("vision_encoder.", "vision_layernorm."),
@@ -94,8 +96,6 @@ def demo(checkpoint: str | None, config: str | None) -> int:
     """Run `generate` on a generated clip for each task and print what each head returned."""
     import torch
 
-    from tpo.errors import CheckpointError
-
     from .checkpoint import default_checkpoint, load_checkpoint
     from .demo import demo_video
     from .generate import generate
@@ -147,21 +147,36 @@ def demo(checkpoint: str | None, config: str | None) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    names = ", ".join(preset_names())
     p = argparse.ArgumentParser(prog="tpo-model", description="Inspect VideoChat-TPO configurations and checkpoints.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    pi = sub.add_parser("info", help="parameters per component and bytes per dtype")
-    pi.add_argument("--config", required=True)
-    pi.add_argument("--json", action="store_true")
+    pi = sub.add_parser("info", help=f"parameters per component and bytes per dtype (configs: {names})",
+                        description=f"Parameters per component and bytes per dtype of a configuration: one of "
+                                    f"{names}, or a .json file.")
+    pi.add_argument("--config", required=True, help=f"configuration: {names}, or a .json file")
+    pi.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     pv = sub.add_parser("verify", help="check a checkpoint's tensors against a configuration (headers only)")
     pv.add_argument("path", help="checkpoint folder, .safetensors file, or model.safetensors.index.json")
-    pv.add_argument("--config", default=None, help="configuration name or JSON (default: the checkpoint's own)")
-    pv.add_argument("--json", action="store_true")
+    pv.add_argument("--config", default=None,
+                    help=f"configuration ({names}) or a .json file (default: the checkpoint's own)")
+    pv.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     pd = sub.add_parser("demo", help="run generate() on a generated clip for each task")
-    pd.add_argument("--checkpoint", default=None)
-    pd.add_argument("--config", default=None)
-    args = p.parse_args(argv)
+    pd.add_argument("--checkpoint", default=None,
+                    help="checkpoint folder (default: the embedded tiny one; random weights if it is absent)")
+    pd.add_argument("--config", default=None, help=f"configuration ({names}) or a .json file (default: tiny)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        # before torch: an unknown config name (listing the known ones) or a missing path fails at once
+        if args.config is not None:
+            check_config(args.config, "--config")
+        path = getattr(args, "path", None) or getattr(args, "checkpoint", None)
+        if path is not None and not Path(path).exists():
+            raise CheckpointError(f"{path}: no such checkpoint file or folder")
         if args.cmd == "info":
             info = model_info(args.config)
             print(json.dumps(info, indent=2)) if args.json else print_info(info)

@@ -8,6 +8,7 @@ so loading is a plain copy. `merged_llm` folds the LoRA deltas into the base wei
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from peft import LoraConfig, PeftModelForCausalLM, get_peft_model
@@ -48,7 +49,12 @@ def build_llm(cfg: LLMConfig) -> PeftModelForCausalLM:
         target_modules=list(cfg.lora_targets),
         inference_mode=False,
     )
-    return get_peft_model(base, lora)
+    with warnings.catch_warnings():
+        # peft reads `model.is_gradient_checkpointing`, which transformers 5 deprecated (FutureWarning on
+        # every model build); nothing here uses gradient checkpointing, so that one warning is noise
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        return get_peft_model(base, lora)
 
 
 def merged_llm(lm: PeftModelForCausalLM) -> MistralForCausalLM:

@@ -72,7 +72,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None, device_id: int = 0):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -88,7 +88,9 @@ class OnnxRuntimeBackend:
                 f"(has {ort.get_available_providers()})"
             )
         self.threads = threads
-        self.description = f"onnxruntime {ort.__version__} {'+'.join(self.providers)}"
+        self.device_id = int(device_id)
+        gpu = f" (device {self.device_id})" if any(p != "CPUExecutionProvider" for p in self.providers) else ""
+        self.description = f"onnxruntime {ort.__version__} {'+'.join(self.providers)}{gpu}"
 
     def load(self, graph: GraphEntry) -> OrtGraph:
         options = self.ort.SessionOptions()
@@ -97,7 +99,10 @@ class OnnxRuntimeBackend:
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
-        session = self.ort.InferenceSession(str(graph.path), options, providers=self.providers)
+        provider_options = [{} if p == "CPUExecutionProvider" else {"device_id": self.device_id}
+                            for p in self.providers]
+        session = self.ort.InferenceSession(str(graph.path), options, providers=self.providers,
+                                            provider_options=provider_options)
         got = session.get_providers()
         lost = [p for p in self.providers if p not in got]
         if lost:

@@ -47,6 +47,21 @@ def decode_windows(logits: np.ndarray, spans: np.ndarray, duration_s: float, cli
     return out
 
 
+def unique_windows(windows: list[list[float]]) -> list[list[float]]:
+    """Windows as a user reads them: the first (best-scored) of each [start, end] kept, repeats dropped, and
+    zero-length windows dropped unless nothing else is left. Snapping to the clip grid makes CG-DETR's queries
+    land on the same window often; the release reports every query, we report each moment once."""
+    seen: set[tuple[float, float]] = set()
+    out = []
+    for w in windows:
+        key = (w[0], w[1])
+        if key not in seen:
+            seen.add(key)
+            out.append(w)
+    spans = [w for w in out if w[1] > w[0]]
+    return spans or out[:1]
+
+
 def decode_saliency(saliency: np.ndarray, valid: np.ndarray) -> list[float]:
     """Saliency of the valid clips, in fp16 precision (as the release reports it)."""
     return [float(v) for v in saliency[valid].astype(np.float16)]

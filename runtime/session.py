@@ -2,6 +2,12 @@
 
     session = tpo.runtime.open("artifacts/", backend="onnxruntime")
     answer = session.ask("track the red circle", frames, fps=30.0)   # frames [N, H, W, 3] uint8 RGB
+    for result in session.stream("clip.mp4", "track the red circle"): ...   # runtime.stream
+
+A session holds what streams share and never change: the loaded graphs, the token and task-embedding
+tables, the tokenizer. What belongs to one use of it (the latency timings, the frame path with its device
+buffers) lives in a view: `session.for_stream()` returns a shallow copy with its own `Timings` and frame
+path, so one session serves several streams at once, from several threads.
 
 Two paths, kept apart:
 - the slow path, once per question (`ask`): sample and preprocess frames, vision encoder, connector, the splice
@@ -14,8 +20,9 @@ embedding]); tests/runtime pin the agreement with the PyTorch pipeline.
 
 from __future__ import annotations
 
+import copy
+import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,37 +36,8 @@ from . import postprocess, preprocess
 from .backend import Backend, open_backend
 from .frame_path import FramePath, select_frame_path
 from .text import TextCodec
+from .timings import Timings
 from .tracker import MaskTracker
-
-
-class Timings:
-    """Seconds per stage, every call kept (p50/p95/p99 in the summary)."""
-
-    def __init__(self) -> None:
-        self.samples: dict[str, list[float]] = defaultdict(list)
-
-    def add(self, stage: str, seconds: float) -> None:
-        self.samples[stage].append(seconds)
-
-    def timed(self, stage: str):
-        timings = self
-
-        class _Timer:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timings.add(stage, time.perf_counter() - self.start)
-
-        return _Timer()
-
-    def summary_ms(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for stage, xs in self.samples.items():
-            a = np.asarray(xs) * 1000.0
-            out[stage] = {"count": int(a.size), "mean": round(float(a.mean()), 3),
-                          **{f"p{q}": round(float(np.percentile(a, q)), 3) for q in (50, 95, 99)}}
-        return out
 
 
 @dataclass
@@ -72,6 +50,8 @@ class Answer:
     temporal: list[dict] = field(default_factory=list)   # {"windows", "saliency", "clip_len_s"}
     track: list[dict] = field(default_factory=list)      # per object: {"masks" [T,H,W], "boxes", "scores"}
     prompts: dict[str, np.ndarray] = field(default_factory=dict)   # task -> router input hidden [H]
+    # task -> probability the LLM gave the trigger token when it chose it (softmax over the vocabulary)
+    trigger_probability: dict[str, float] = field(default_factory=dict)
 
 
 class Session:
@@ -94,6 +74,25 @@ class Session:
         self.text = TextCodec(manifest.file(names.TOKENIZER), m["tokens"], self.llm_cfg["num_visual_tokens"],
                               self.llm_cfg["max_prompt_tokens"])
         self.vision_graphs = {int(k): v for k, v in m["vision"]["graphs_by_frames"].items()}
+
+    def for_stream(self, frame_path: FramePath | None = None) -> Session:
+        """A view of this session for one stream: the same graphs and tables, its own timings and frame
+        path (device buffers are per stream). Graph runners are shared; ONNX Runtime's run is thread-safe."""
+        view = copy.copy(self)
+        view.timings = Timings()
+        if frame_path is not None:
+            view.frame_path = frame_path
+        elif self.frame_path.kind != "cpu":     # the CPU path keeps no state; kernel paths hold buffers
+            view.frame_path = select_frame_path(self.pre)
+        return view
+
+    def stream(self, source, question: str, **options):
+        """A `runtime.stream.Stream` of `question` over `source` (anything `open_source` takes, or a Source);
+        options: `runtime.tasks.StreamOptions` fields (conf, with_masks, question_frames, ...)."""
+        from .sources import Source, open_source
+        from .stream import stream
+
+        return stream(self, source if isinstance(source, Source) else open_source(source), question, **options)
 
     # ---------------------------------------------------------------------------------- pieces
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -158,6 +157,7 @@ class Session:
         next_logits = logits[0, -1]
         for _ in range(max_new_tokens):
             token = int(np.argmax(next_logits))
+            chosen_logits = next_logits
             answer.token_ids.append(token)
             if token == self.text.eos:
                 break
@@ -172,6 +172,7 @@ class Session:
                 next_logits = logits[0, -1]
             if answer.task == "none":
                 answer.task = task
+            answer.trigger_probability.setdefault(task, _softmax_at(chosen_logits, token))
             h = hidden[0, -1]
             answer.prompts.setdefault(task, h)
             if run_heads:
@@ -223,7 +224,8 @@ class Session:
             "text_feats": text, "text_mask": np.ones(text.shape[:2], bool), "video_feats": video,
             "video_mask": np.ones(video.shape[:2], bool), "prompt_token": prompt_token.astype(np.float32)})
         with self.timings.timed("postprocess"):
-            windows = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"])
+            windows = postprocess.unique_windows(
+                postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"]))
             raw = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"],
                                              snap=False)
             saliency = postprocess.decode_saliency(out["saliency"][0], np.ones(video.shape[1], bool))
@@ -234,7 +236,10 @@ class Session:
         return MaskTracker(self.run, self.tracker_cfg, sparse_prompt)
 
     def track_frame(self, tracker: MaskTracker, frame: np.ndarray) -> list[dict]:
-        """One frame through the fast path; per object {"mask" [H, W] bool, "box" px or None, "score"}."""
+        """One frame through the fast path; per object {"mask" [H, W] bool, "box" px or None, "score",
+        "iou", "object_logit"}. score: P(object present) = sigmoid of SAM2's object-score logit (SAM2 calls
+        the object present when the logit is > 0, i.e. score > 0.5); iou: the decoder's own prediction of
+        the mask's IoU with the object."""
         with self.timings.timed("preprocess"):
             pixels = self.frame_path.mask_frame(frame)
         start = time.perf_counter()
@@ -245,7 +250,9 @@ class Session:
         with self.timings.timed("postprocess"):
             for o in range(step.mask_logits.shape[0]):
                 mask, box = self.frame_path.mask_and_box(step.mask_logits[o, 0], height, width)
-                out.append({"mask": mask, "box": box, "score": float(step.object_score[o, 0])})
+                logit = float(step.object_score[o, 0])
+                out.append({"mask": mask, "box": box, "score": _sigmoid(logit), "object_logit": logit,
+                            "iou": float(step.iou[o, 0])})
         return out
 
     def track_clip(self, sparse_prompt: np.ndarray, frames: np.ndarray) -> dict:
@@ -257,6 +264,16 @@ class Session:
             boxes.append(r["box"])
             scores.append(r["score"])
         return {"masks": np.stack(masks), "boxes": boxes, "scores": scores}
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _softmax_at(logits: np.ndarray, index: int) -> float:
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max())
+    return float(e[index] / e.sum())
 
 
 def check_frames(frames) -> np.ndarray:

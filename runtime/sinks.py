@@ -1,26 +1,13 @@
-"""Where the streaming runtime's results go: JSON lines, QVHighlights predictions, an annotated video,
-a Python callback, or several of these at once.
+"""Where a stream's results go: JSON lines, QVHighlights predictions, an annotated video, a Python callback, or
+several of these at once (`Sinks`).
 
-The runtime produces plain dicts (boxes in source pixels, times in seconds of the source):
+Every sink takes the stream's `FrameResult`s, in order, through `write(result)`, and is closed once with
+`close()`; the closing result (`result.frame is None`) carries the offline answers and the summary. The JSON
+events inside a result are the lines of `tpo-run --jsonl` (docs/runtime.md).
 
-    {"type": "answer", "text": str, "task": "track" | "region" | "temporal" | "none"}
-    {"type": "track", "frame": i, "time_s": t, "box": [x1, y1, x2, y2] | None, "score": s,
-     "mask_rle": {"size": [h, w], "counts": str}}              # COCO compressed RLE, see runtime/rle.py
-    {"type": "region", "frame": i, "box": [x1, y1, x2, y2]}
-    {"type": "temporal", "windows": [[start_s, end_s, score], ...], "saliency": [float, ...]}
-        online variants add "event": "open" | "close"; an "open" event may carry only "time_s" (the
-        start); "pred_relevant_windows" / "pred_saliency_scores" are accepted for windows / saliency
-    {"type": "source", "event": str, "detail": str, "time_s": t}    # from tpo.runtime.sources
-    {"type": "summary", "frames_in": n, "processed": n, "dropped": n,
-     "latency_ms": {stage: {"p50": ms, "p95": ms, "p99": ms}}}
-
-Two calls feed a sink, and the runtime makes each once:
-- `write_event(event)` for every event, in order (every sink has it);
-- `write(frame, events_for_frame)` for every processed frame, only to sinks with `takes_frames = True`
-  (the video sink), with the track/region events of that frame (already sent through write_event).
-`Sinks` fans both out. Files are written under a `.part` name and renamed by `close()` (also when
-the `with` block ends in an exception: what was written is valid), so a process that dies leaves
-the `.part` file, whose lines are whole but perhaps the last (each line is flushed as written).
+Files are written under a `.part` name and renamed by `close()` (also when the `with` block ends in an
+exception: what was written is valid), so a process that dies leaves the `.part` file, whose lines are
+whole (each line is flushed as written).
 """
 
 from __future__ import annotations
@@ -38,17 +25,17 @@ import numpy as np
 
 from tpo.errors import InputError, TPOError
 
-from .rle import rle_decode, rle_encode
-from .sources import Frame
+from .drawing import Layout, compose, timeline_span
+from .results import FrameResult
 
 __all__ = ["AnnotatedVideoSink", "CallbackSink", "JsonlSink", "QVHighlightsSink", "Sink", "Sinks",
-           "annotate", "json_safe", "normalise_temporal_event", "rle_decode", "rle_encode"]
+           "check_video_path", "json_safe", "normalise_temporal_event"]
 
 VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}   # OpenCV's wheels cannot write H.264
 
 
 class Sink(Protocol):
-    def write_event(self, event: dict) -> None: ...
+    def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
 
@@ -91,10 +78,9 @@ def _dumps(event: dict) -> str:
 
 # ------------------------------------------------------------------------------------------ JSONL
 class JsonlSink:
-    """One JSON object per line, flushed per line. A path is written as `<path>.part` and renamed at
-    close; a stream (anything with write/flush) is written to and left open."""
-
-    takes_frames = False
+    """One JSON object per line, flushed per line: every event of every result (`write`), or one event at a
+    time (`write_event`). A path is written as `<path>.part` and renamed at close; a stream (anything with
+    write/flush) is written to and left open."""
 
     def __init__(self, path_or_stream: str | os.PathLike | io.TextIOBase):
         if isinstance(path_or_stream, str | os.PathLike):
@@ -107,6 +93,10 @@ class JsonlSink:
             self._stream = path_or_stream
         self.lines = 0
         self._closed = False
+
+    def write(self, result: FrameResult) -> None:
+        for event in result.events:
+            self.write_event(event)
 
     def write_event(self, event: dict) -> None:
         if self._closed:
@@ -175,24 +165,27 @@ def normalise_temporal_event(event: dict) -> dict:
 
 
 class QVHighlightsSink:
-    """QVHighlights prediction lines: {"qid", "query", "vid", "pred_relevant_windows",
+    """QVHighlights prediction lines, one per query: {"qid", "query", "vid", "pred_relevant_windows",
     "pred_saliency_scores"}, windows sorted by score, best first (the benchmark's R1 reads the first).
 
-    A temporal event without "event" is a complete prediction and is written at once. Online "close"
-    events add their windows to the current query, written at close (or when a complete prediction
-    arrives). qid / query / vid come from the event, else from the constructor."""
-
-    takes_frames = False
+    The line is the stream's offline temporal answer (the event without "event"). A stream that ends
+    without one (stopped early) writes the windows its online "close" events gave instead, so a query is
+    never lost and never written twice. qid / query / vid come from the event, else from the constructor."""
 
     def __init__(self, path: str | os.PathLike, *, qid: Any = 0, query: str = "", vid: str = ""):
         self.defaults = {"qid": qid, "query": query, "vid": vid}
         self._out = JsonlSink(path)
-        self._pending: dict | None = None
+        self._online: dict | None = None
+        self._written = False
 
     def _line(self, event: dict) -> dict:
         windows = sorted(event["windows"], key=lambda w: -w[2] if math.isfinite(w[2]) else math.inf)
         return {**{k: event.get(k, d) for k, d in self.defaults.items()},
                 "pred_relevant_windows": windows, "pred_saliency_scores": event["saliency"]}
+
+    def write(self, result: FrameResult) -> None:
+        for event in result.events:
+            self.write_event(event)
 
     def write_event(self, event: dict) -> None:
         if event.get("type") != "temporal":
@@ -200,21 +193,16 @@ class QVHighlightsSink:
         event = normalise_temporal_event(event)
         phase = event.get("event")
         if phase is None:
-            self._flush()
             self._out.write_event(self._line(event))
+            self._online, self._written = None, True
         elif phase == "close":
-            if self._pending is None:
-                self._pending = {**event, "windows": [], "saliency": []}
-            self._pending["windows"] += event["windows"]
-            self._pending["saliency"] = event["saliency"] or self._pending["saliency"]
-
-    def _flush(self) -> None:
-        if self._pending is not None:
-            self._out.write_event(self._line(self._pending))
-            self._pending = None
+            if self._online is None:
+                self._online = {**event, "windows": [], "saliency": []}
+            self._online["windows"] += event["windows"]
 
     def close(self) -> None:
-        self._flush()
+        if self._online is not None and not self._written:
+            self._out.write_event(self._line(self._online))
         self._out.close()
 
     def __enter__(self) -> QVHighlightsSink:
@@ -224,203 +212,101 @@ class QVHighlightsSink:
         self.close()
 
 
-# ------------------------------------------------------------------------------------------ drawing
-COLOURS = {"track": (40, 220, 90), "region": (255, 170, 0), "mask": (30, 144, 255), "window": (255, 200, 0),
-           "cursor": (255, 255, 255), "strip": (40, 40, 40), "text": (255, 255, 255), "text_bg": (0, 0, 0)}
-MASK_ALPHA = 0.45
-
-
-def _ascii(text: str) -> str:
-    """cv2.putText draws ASCII only; anything else becomes '?' rather than garbage glyphs."""
-    return "".join(c if 32 <= ord(c) < 127 else "?" for c in str(text))
-
-
-def _font_scale(h: int, w: int) -> float:
-    return max(0.3, min(1.0, min(h, w) / 480))
-
-
-def _put_label(img: np.ndarray, text: str, x: int, y: int, colour: tuple, scale: float) -> None:
-    """Text on a filled box whose top-left is (x, y), kept inside the image."""
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    h, w = img.shape[:2]
-    x = min(max(x, 0), max(w - tw - 2, 0))
-    y = min(max(y, 0), max(h - th - base - 2, 0))
-    cv2.rectangle(img, (x, y), (x + tw + 2, y + th + base + 2), colour, thickness=-1)
-    cv2.putText(img, text, (x + 1, y + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, COLOURS["text_bg"], 1,
-                cv2.LINE_AA)
-
-
-def _overlay_mask(img: np.ndarray, mask: Any) -> None:
-    if isinstance(mask, dict):
-        mask = rle_decode(mask)
-    mask = np.asarray(mask).astype(bool)
-    if mask.ndim != 2 or not mask.any():
-        return
-    if mask.shape != img.shape[:2]:
-        mask = cv2.resize(mask.astype(np.uint8), (img.shape[1], img.shape[0]),
-                          interpolation=cv2.INTER_NEAREST).astype(bool)
-    colour = np.array(COLOURS["mask"], np.float32)
-    img[mask] = (img[mask] * (1 - MASK_ALPHA) + colour * MASK_ALPHA + 0.5).astype(np.uint8)
-
-
-def _draw_box(img: np.ndarray, event: dict, scale: float) -> None:
-    box = event.get("box")
-    if box is None:
-        return
-    try:
-        x1, y1, x2, y2 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        raise InputError(f"{event.get('type')} event of frame {event.get('frame')}: box {box!r} is not "
-                         "[x1, y1, x2, y2]") from None
-    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        return
-    colour = COLOURS.get(event.get("type", ""), COLOURS["track"])
-    p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-    cv2.rectangle(img, p1, p2, colour, thickness=max(1, round(scale * 2)))
-    label = str(event.get("label", event.get("type", "")))
-    score = event.get("score")
-    if isinstance(score, int | float | np.floating) and math.isfinite(score):
-        label += f" {float(score):.2f}"
-    _, th = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0]
-    _put_label(img, _ascii(label), p1[0], p1[1] - th - 6, colour, scale)
-
-
-def _draw_answer(img: np.ndarray, text: str, scale: float) -> None:
-    """Up to two lines of the answer on a dark band at the top, cut with '...' when longer."""
-    h, w = img.shape[:2]
-    words, lines, line = _ascii(text).split(), [], ""
-    for word in words:
-        trial = f"{line} {word}".strip()
-        if cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= w - 6 or not line:
-            line = trial
-        else:
-            lines.append(line)
-            line = word
-    if line:
-        lines.append(line)
-    if len(lines) > 2:
-        lines = [lines[0], lines[1] + " ..."]
-    if not lines:
-        return
-    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    step = th + base + 2
-    band = img[: min(h, step * len(lines) + 4)]
-    band[:] = (band * 0.4).astype(np.uint8)
-    for i, text_line in enumerate(lines):
-        cv2.putText(img, text_line, (3, 2 + th + i * step), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    COLOURS["text"], 1, cv2.LINE_AA)
-
-
-def _draw_timeline(img: np.ndarray, windows: Iterable[list[float]], time_s: float,
-                   duration_s: float | None) -> None:
-    """A strip along the bottom: windows (brighter = higher score, scores assumed in 0..1) and the
-    current time as a white cursor, over [0, duration_s] (else up to the latest time seen)."""
-    h, w = img.shape[:2]
-    windows = list(windows)
-    strip_h = min(h, max(4, min(24, h // 12)))
-    span = duration_s or max([time_s, *[win[1] for win in windows], 1e-6])
-    strip = img[h - strip_h:]
-    strip[:] = COLOURS["strip"]
-    for start, end, score in windows:
-        x1 = int(np.clip(start / span * w, 0, w - 1))
-        x2 = int(np.clip(end / span * w, x1 + 1, w))
-        weight = float(np.clip(score, 0.0, 1.0)) if math.isfinite(score) else 1.0
-        colour = np.array(COLOURS["window"], np.float32) * (0.35 + 0.65 * weight)
-        strip[:, x1:x2] = colour.astype(np.uint8)
-    cursor = int(np.clip(time_s / span * w, 0, w - 1))
-    strip[:, cursor] = COLOURS["cursor"]
-
-
-def annotate(frame: Frame, events: Iterable[dict], *, answer: str | None = None,
-             windows: Iterable[list[float]] = (), duration_s: float | None = None,
-             timeline: bool = True) -> np.ndarray:
-    """An RGB copy of `frame` with, in this order: the masks and boxes of `events` (track / region,
-    source pixels), the answer text at the top, and the timeline strip of `windows` at the bottom."""
-    img = frame.rgb.copy()
-    h, w = img.shape[:2]
-    scale = _font_scale(h, w)
-    events = [e for e in events if e.get("type") in ("track", "region")]
-    for event in events:
-        mask = event.get("mask_rle")
-        mask = event.get("mask") if mask is None else mask
-        if mask is not None:
-            _overlay_mask(img, mask)
-    for event in events:
-        _draw_box(img, event, scale)
-    if answer:
-        _draw_answer(img, answer, scale)
-    if timeline:
-        _draw_timeline(img, windows, frame.time_s, duration_s)
-    return img
+# ------------------------------------------------------------------------------------------ video
+def check_video_path(path: str | os.PathLike) -> Path:
+    """`path` if OpenCV can write its container here, else InputError (checked before any model loads)."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_FOURCC:
+        raise InputError(f"{path}: video suffix must be one of {', '.join(VIDEO_FOURCC)} "
+                         "(this OpenCV writes mp4v and MJPG, not H.264)")
+    return path
 
 
 class AnnotatedVideoSink:
-    """An annotated copy of the processed frames: .mp4 (mp4v) or .avi (MJPG), `size_hw` frames at
-    `fps` (mp4v stores even sizes: OpenCV drops the last row / column of an odd one). Frames of another
-    size are annotated in their own pixels, then resized. Answer and temporal events (write_event)
-    are remembered and drawn on every later frame; an online "open" temporal event draws a window
-    from its start to the current frame until its "close"."""
+    """Every processed frame, annotated (`runtime.drawing`): masks and boxes on the picture, the stream's status
+    line in a band above it, the timeline with the temporal windows found so far in a strip below it.
 
-    takes_frames = True
+    The video plays at the source's pace: it is written at `fps` (the source's rate divided by the stride) and
+    each frame goes to the slot its timestamp falls in, so a live source that dropped frames repeats the last
+    frame until the next one instead of playing faster (at most `max_gap_s` of repeats, for clock jumps).
+    `duration_s` (files) fixes the timeline's span; without it the timeline scrolls. .mp4 (mp4v) or .avi
+    (MJPG); the size is the first frame's plus the bands, and a frame of another size is resized into it."""
 
-    def __init__(self, path: str | os.PathLike, fps: float, size_hw: tuple[int, int], *,
-                 duration_s: float | None = None):
-        self.path = Path(path)
-        fourcc = VIDEO_FOURCC.get(self.path.suffix.lower())
-        if fourcc is None:
-            raise InputError(f"{self.path}: video suffix must be one of {', '.join(VIDEO_FOURCC)} "
-                             "(this OpenCV writes mp4v and MJPG, not H.264)")
+    def __init__(self, path: str | os.PathLike, fps: float, *, duration_s: float | None = None,
+                 max_gap_s: float = 2.0):
+        self.path = check_video_path(path)
         if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
             raise InputError(f"{self.path}: fps {fps!r} must be a positive number")
-        h, w = (int(v) for v in size_hw)
-        if h < 2 or w < 2:
-            raise InputError(f"{self.path}: frame size {size_hw} too small")
-        self.size_hw, self.fps, self.duration_s = (h, w), float(fps), duration_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps, self.duration_s, self.max_gap_s = float(fps), duration_s, max_gap_s
         self._part = _part_path(self.path)
-        self._writer = cv2.VideoWriter(str(self._part), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
-        if not self._writer.isOpened():
-            raise InputError(f"{self.path}: OpenCV cannot write {fourcc} video here")
-        self.frames = 0
-        self.answer: str | None = None
+        self._writer: cv2.VideoWriter | None = None
+        self.layout: Layout | None = None
+        self.frames = 0                 # processed frames written
+        self.written = 0                # video frames written, repeats included
         self.windows: list[list[float]] = []
         self._open_start: float | None = None
+        self._first_time: float | None = None
+        self._last: np.ndarray | None = None
         self._closed = False
 
-    def write_event(self, event: dict) -> None:
-        kind = event.get("type")
-        if kind == "answer":
-            self.answer = str(event.get("text", ""))
-        elif kind == "temporal":
+    def _open(self, h: int, w: int) -> None:
+        if h < 2 or w < 2:
+            raise InputError(f"{self.path}: frame size {h}x{w} too small to write")
+        self.layout = Layout.for_frame(h, w)
+        out_h, out_w = self.layout.size_hw
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fourcc = VIDEO_FOURCC[self.path.suffix.lower()]
+        self._writer = cv2.VideoWriter(str(self._part), cv2.VideoWriter_fourcc(*fourcc), self.fps, (out_w, out_h))
+        if not self._writer.isOpened():
+            raise InputError(f"{self.path}: OpenCV cannot write {fourcc} video here")
+
+    def _track_windows(self, events: Iterable[dict]) -> None:
+        for event in events:
+            if event.get("type") != "temporal":
+                continue
             event = normalise_temporal_event(event)
             phase = event.get("event")
             if phase is None:
                 self.windows = list(event["windows"])
             elif phase == "open":
-                start = event["windows"][0][0] if event["windows"] else event.get("time_s")
-                self._open_start = float(start) if start is not None else None
+                self._open_start = float(event["time_s"])
             elif phase == "close":
                 self.windows += event["windows"]
                 self._open_start = None
 
-    def write(self, frame: Frame, events_for_frame: Iterable[dict] = ()) -> None:
+    def write(self, result: FrameResult) -> None:
         if self._closed:
             raise TPOError(f"video sink {self.path}: written after close")
+        self._track_windows(result.events)
+        frame = result.frame
+        if frame is None:
+            return
+        if self._writer is None:
+            self._open(*frame.size_hw)
         windows = list(self.windows)
         if self._open_start is not None and frame.time_s >= self._open_start:
             windows.append([self._open_start, frame.time_s, 1.0])
-        img = annotate(frame, events_for_frame, answer=self.answer, windows=windows,
-                       duration_s=self.duration_s)
-        h, w = self.size_hw
-        if img.shape[:2] != (h, w):
-            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        canvas = compose(self.layout, frame.rgb, result.objects, status=result.status, windows=windows,
+                         time_s=frame.time_s, span_s=timeline_span(frame.time_s, self.duration_s))
+        bgr = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+        if self._first_time is None:
+            self._first_time = frame.time_s
+        slot = round((frame.time_s - self._first_time) * self.fps)
+        repeats = min(slot - self.written, round(self.max_gap_s * self.fps)) if self._last is not None else 0
+        for _ in range(max(0, repeats)):
+            self._writer.write(self._last)
+            self.written += 1
+        self._writer.write(bgr)
+        self._last = bgr
+        self.written += 1
         self.frames += 1
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._writer is None:
+            return                      # nothing was processed: no video
         self._writer.release()
         os.replace(self._part, self.path)
 
@@ -433,20 +319,19 @@ class AnnotatedVideoSink:
 
 # ------------------------------------------------------------------------------------ callback, fan-out
 class CallbackSink:
-    """Calls `fn(event)` for each event. An exception in `fn` becomes a one-line TPOError naming the
+    """Calls `fn(result)` for each FrameResult. An exception in `fn` becomes a one-line TPOError naming the
     callback (the original is its __cause__): user code failing must stop the run, not vanish."""
 
-    takes_frames = False
-
-    def __init__(self, fn: Callable[[dict], Any]):
+    def __init__(self, fn: Callable[[FrameResult], Any]):
         self.fn = fn
         self.name = getattr(fn, "__qualname__", None) or repr(fn)
 
-    def write_event(self, event: dict) -> None:
+    def write(self, result: FrameResult) -> None:
         try:
-            self.fn(event)
+            self.fn(result)
         except Exception as e:
-            raise TPOError(f"callback {self.name} failed on a {event.get('type', '?')} event: "
+            where = "the closing result" if result.frame is None else f"frame {result.frame.index}"
+            raise TPOError(f"callback {self.name} failed on {where}: "
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
     def close(self) -> None:
@@ -454,25 +339,15 @@ class CallbackSink:
 
 
 class Sinks:
-    """Fan-out: each event to every sink, each frame to the sinks that take frames. `close()` closes
-    all of them even when one fails, then raises the first failure."""
-
-    takes_frames = True
+    """Fan-out: each result to every sink. `close()` closes all of them even when one fails, then raises the
+    first failure."""
 
     def __init__(self, sinks: Iterable[Any] = ()):
         self.sinks = list(sinks)
 
-    def write_event(self, event: dict) -> None:
+    def write(self, result: FrameResult) -> None:
         for sink in self.sinks:
-            sink.write_event(event)
-
-    def write(self, frame: Frame, events_for_frame: Iterable[dict] = ()) -> None:
-        events_for_frame = list(events_for_frame)
-        for sink in self.sinks:
-            if getattr(sink, "takes_frames", False):
-                sink.write(frame, events_for_frame)
-
-    write_frame = write
+            sink.write(result)
 
     def close(self) -> None:
         first: BaseException | None = None

@@ -43,7 +43,10 @@ not yet returned, for the runtime to forward to its sinks.
 A corrupt frame is one that fails to decode between readable frames: OpenCV returns no image, an
 image file does not decode, an iterator yields something that is not a uint8 image. Failures that
 run to the end of a file (a truncated file, a frame count the container overstates) end the stream
-with an `ended_early` event instead: those frames were never received.
+with an `ended_early` event instead, whose detail gives the frames declared and read: those frames
+were never received. A file's readable data has ended at the declared frame count, or after
+`max_consecutive_failures` failed reads in a row (OpenCV skips a bad packet by itself, so a run that
+long is the end of the data). `gave_up` is for live sources only: no frames after every reconnection.
 """
 
 from __future__ import annotations
@@ -189,7 +192,7 @@ def _file_records(cap: Capture, name: str, stride: int, fps: float,
     declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
     declared = int(declared) if math.isfinite(declared) and declared > 0 else 0
     pending: list[int] = []
-    pos, last_t = 0, 0.0
+    pos, last_t, read = 0, 0.0, 0
     grab = getattr(cap, "grab", None)
     try:
         while True:
@@ -202,18 +205,19 @@ def _file_records(cap: Capture, name: str, stride: int, fps: float,
             if not ok:
                 pending.append(pos)
                 pos += 1
-                if not declared or pos >= declared:
-                    if declared and len(pending) and pending[0] < declared:
+                # the readable data ended: at the declared count, or after max_failures reads in a row
+                # (a container that overstates its frame count, a truncated file); either way the frames
+                # from pending[0] on were never received, so this is `ended_early`, not a live `gave_up`
+                at_end = not declared or pos >= declared
+                if at_end or len(pending) >= max_failures:
+                    if declared and pending[0] < declared:
+                        how = "" if at_end else f"; stopped after {len(pending)} failed reads in a row"
                         yield _Rec("event", time_s=last_t, event="ended_early",
-                                   detail=f"{name}: read failed from frame {pending[0]} on, "
-                                          f"{declared} frames declared")
-                    return
-                if len(pending) >= max_failures:
-                    yield _Rec("event", time_s=last_t, event="gave_up",
-                               detail=f"{name}: {max_failures} unreadable frames in a row from frame "
-                                      f"{pending[0]} ({declared} declared); stopping")
+                                   detail=f"{name}: read failed from frame {pending[0]} on, {declared} frames "
+                                          f"declared, {read} read{how}")
                     return
                 continue
+            read += 1
             for bad in pending:
                 if bad % stride == 0:
                     t = bad / fps
@@ -333,6 +337,7 @@ class Source:
         self.live = live
         self.fps = fps
         self.max_frames = max_frames
+        self.frame_count: int | None = None   # frames a file or folder declares (None: live or unknown)
         self._records = records
         self._stats = SourceStats()
         self._events: list[dict] = []
@@ -372,6 +377,13 @@ class Source:
         return None
 
     # ---- public
+    @property
+    def duration_s(self) -> float | None:
+        """The length a file or folder declares (frame count / fps); None for live sources or when unknown."""
+        if self.live or not self.frame_count or not self.fps:
+            return None
+        return self.frame_count / self.fps
+
     @property
     def stats(self) -> SourceStats:
         """A consistent copy of the counts (the live reader thread updates the real ones)."""
@@ -586,7 +598,7 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
     of folders and iterators (default 30), and of a video whose container states none.
     capture_factory: builds the OpenCV-like capture instead of cv2.VideoCapture (tests, custom
     drivers); `spec` then only names the source. max_consecutive_failures: unreadable frames in a row
-    after which a file is abandoned.
+    after which a file's readable data counts as ended (`ended_early`).
     """
     if not isinstance(stride, int) or stride < 1:
         raise InputError(f"stride {stride!r}: must be an integer >= 1")
@@ -627,7 +639,9 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
         if not paths:
             raise InputError(f"folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         rate = fps or DEFAULT_FPS
-        return build(_folder_records(paths, stride, rate), rate, peek=True)
+        source = build(_folder_records(paths, stride, rate), rate, peek=True)
+        source.frame_count = len(paths)
+        return source
 
     if kind == "file" and not Path(spec).is_file():
         raise InputError(f"{name}: no such file or folder")
@@ -650,4 +664,7 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
         records = _live_capture_records(cap, factory, name, stride, reconnect, since_start, stop)
         return build(records, source_fps, peek=False)
     records = _file_records(cap, name, stride, source_fps or DEFAULT_FPS, max_consecutive_failures)
-    return build(records, source_fps, peek=kind in ("file", "capture"))
+    declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    source = build(records, source_fps, peek=kind in ("file", "capture"))
+    source.frame_count = int(declared) if math.isfinite(declared) and declared > 0 else None
+    return source

@@ -17,10 +17,23 @@ from tpo.errors import TPOError
 
 from .synthetic import SceneConfig
 
-# SceneConfig fields exposed as flags; ranges take two values (low high).
-_FLAGS = ("width", "height", "fps_range", "duration_range_s", "num_objects_range", "size_range_px",
-          "speed_range_px_s", "p_noise_background", "p_roaming", "p_crossing", "min_visible_s",
-          "queries_per_task", "qvh_clip_length_s")
+# SceneConfig fields exposed as flags (ranges take two values, low high), with what each means.
+_FLAG_HELP = {
+    "width": "frame width in pixels",
+    "height": "frame height in pixels",
+    "fps_range": "frames per second of a clip, drawn per clip (integers, both ends included)",
+    "duration_range_s": "clip length in seconds, drawn per clip",
+    "num_objects_range": "objects per clip",
+    "size_range_px": "object size in pixels (circle diameter, square side, triangle base)",
+    "speed_range_px_s": "object speed in pixels per second",
+    "p_noise_background": "probability of a noise background (else a plain dark colour)",
+    "p_roaming": "per object: probability that it enters and leaves the frame",
+    "p_crossing": "per clip of >= 2 objects: probability that two of them cross, one behind the other",
+    "min_visible_s": "every object is visible at least this many seconds in total",
+    "queries_per_task": "queries of each task (track, region, temporal, conversation) per clip",
+    "qvh_clip_length_s": "QVHighlights clip length in seconds (relevant_clip_ids, saliency_scores)",
+}
+_FLAGS = tuple(_FLAG_HELP)
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -32,9 +45,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         if isinstance(value, tuple):
             kind = int if "int" in str(types[name]) else float
             p.add_argument(flag, type=kind, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                           help=f"default {value[0]} {value[1]}")
+                           help=f"{_FLAG_HELP[name]} (default {value[0]} {value[1]})")
         else:
-            p.add_argument(flag, type=type(value), default=None, help=f"default {value}")
+            p.add_argument(flag, type=type(value), default=None, help=f"{_FLAG_HELP[name]} (default {value})")
 
 
 def _config_from_args(args: argparse.Namespace) -> SceneConfig:
@@ -51,20 +64,27 @@ def print_meta(meta: dict) -> None:
     print("  spread: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in meta["stats"].items()))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tpo-data", description="Synthetic grounding clips with ground truth.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    pm = sub.add_parser("make", help="write videos and annotations (COCO, QVHighlights, queries)")
+    pm = sub.add_parser("make", help="write videos and annotations (COCO, QVHighlights, queries)",
+                        description="Write N synthetic clips (videos, COCO boxes and masks, QVHighlights "
+                                    "windows, queries) into --out; the same --seed writes the same data.")
     pm.add_argument("--out", required=True, help="output folder (new or empty)")
-    pm.add_argument("--clips", type=int, required=True)
-    pm.add_argument("--seed", type=int, required=True)
+    pm.add_argument("--clips", type=int, required=True, help="number of clips to write (>= 1)")
+    pm.add_argument("--seed", type=int, required=True,
+                    help="seed of everything drawn: the same seed and settings give the same clips")
     pm.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     pm.add_argument("--json", action="store_true", help="print meta.json instead of a summary")
     _add_config_flags(pm)
     pi = sub.add_parser("info", help="summarise a dataset folder (reads meta.json)")
-    pi.add_argument("dir")
-    pi.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
+    pi.add_argument("dir", help="dataset folder written by `tpo-data make`")
+    pi.add_argument("--json", action="store_true", help="print meta.json instead of a summary")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.cmd == "make":
             from .data import make_dataset

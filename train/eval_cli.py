@@ -7,7 +7,7 @@ Without --checkpoint the embedded checkpoint (`tpo.model` package data) is used.
 checkpoint folder's own, else the configuration's. The model sees the decoded videos unless
 `--frames render`; ground truth always comes from the annotations. `--out` also writes one JSON line
 per query (predictions, ground truth, score). Scoring rules: `tpo.train.evaluate`.
-Errors a user can cause print one line and exit 2.
+Errors a user can cause print one line and exit 2, before torch or the model is imported.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from tpo.errors import InputError, TPOError
+from tpo.errors import CheckpointError, ConfigError, InputError, TPOError
+from tpo.model.presets import check_config, preset_names
 
 from .data import load_dataset, read_meta
 from .synthetic import TASKS
@@ -57,27 +58,46 @@ def print_report(result: dict) -> None:
         print(f"per-query predictions: {result['records_file']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tpo-eval", description="Score a checkpoint on a tpo-data dataset.")
     p.add_argument("--data", required=True, help="dataset folder written by `tpo-data make`")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the embedded one)")
     p.add_argument("--config", default=None,
-                   help="configuration name or JSON, for checkpoints without tpo_config.json")
+                   help=f"configuration ({', '.join(preset_names())}) or a .json file, for checkpoints "
+                        "without tpo_config.json")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--max-clips", type=int, default=None, help="score only the first N clips")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=None, help="default: all")
     p.add_argument("--frames", choices=("video", "render"), default=FRAMES_DEFAULT,
                    help=f"model input: the decoded videos or exact re-renders (default {FRAMES_DEFAULT})")
     p.add_argument("--out", default=None, help="also write per-query predictions here (JSON lines)")
-    args = p.parse_args(argv)
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every check that needs no model, so a wrong argument fails before torch is imported."""
+    data = Path(args.data)
+    if not data.is_dir():
+        raise InputError(f"{data}: no such dataset folder; write one with tpo-data make --out DIR "
+                         "--clips N --seed S")
+    read_meta(data)
+    if args.checkpoint is not None and not Path(args.checkpoint).exists():
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: no such checkpoint")
+    if args.config is not None:
+        check_config(args.config, "--config")
+    if args.max_clips is not None and args.max_clips < 1:
+        raise ConfigError(f"--max-clips {args.max_clips}: must be >= 1")
+    if args.out is not None and Path(args.out).is_dir():
+        raise InputError(f"--out {args.out}: is a folder; give a file for the JSON lines")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        from .evaluate import evaluate
+        check_args(args)
+        from .evaluate import evaluate  # torch and the model: only once the arguments are right
 
         data = Path(args.data)
-        if not data.is_dir():
-            raise InputError(f"{data}: no such dataset folder; write one with tpo-data make --out DIR "
-                             "--clips N --seed S")
-        read_meta(data)                      # a wrong folder fails before the model loads
         model, tokenizer, path = load_model(args.checkpoint, args.config)
         dataset = load_dataset(data, frames=args.frames)
         result = evaluate(model, tokenizer, dataset, max_clips=args.max_clips, tasks=args.tasks,

@@ -29,6 +29,10 @@ def test_quick_writes_the_three_outputs_with_every_stage(tmp_path):
     for v in data["stream"]["variants"].values():
         assert v["dropped"] == 0 and v["processed"] == v["frames_in"]
     assert {"tracked objects", "prompt length (prefill)", "frame path resolution"} <= set(data["scaling"])
+    pre = data["preprocess_sizes"]
+    assert [r["size"] for r in pre["rows"]] == ["320x240", "1280x720", "1920x1080"]
+    assert all(r["mask_frame_ms"] > 0 and r["track_step_ms"] > 0 and r["met"] in (True, False, None)
+               for r in pre["rows"])
     md = (out / "report.md").read_text()
-    assert "## Stages" in md and "## Goal" in md
+    assert "## Stages" in md and "## Goal" in md and "## Preprocessing at camera sizes" in md
     assert sorted(p.name for p in out.glob("*.png")) or "matplotlib is not installed" in md

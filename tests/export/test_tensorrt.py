@@ -396,6 +396,43 @@ def test_build_without_tensorrt_is_one_line(tmp_path, monkeypatch):
     assert str(err.value).startswith("tensorrt target: TensorRT is not installed (pip install tensorrt")
 
 
+def test_probe_refuses_before_any_export_and_imports_no_tensorrt(monkeypatch, import_recorder):
+    """`probe_tensorrt` (what tpo-export asks before exporting) answers from the driver and package
+    metadata only: no TensorRT import, no TensorRT object, whatever is missing."""
+    monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: "the NVIDIA driver reports no CUDA device")
+    with pytest.raises(TensorRTUnavailable, match=r"^tensorrt target: no GPU \(the NVIDIA driver reports no CUDA"):
+        trt_target.probe_tensorrt()
+    monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: FAKE_GPU)
+    monkeypatch.setattr(trt_target, "module_available", lambda name: name != "tensorrt")
+    with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
+        trt_target.probe_tensorrt()
+    monkeypatch.setattr(trt_target, "module_available", lambda name: name != "polygraphy")
+    monkeypatch.setattr(trt_target, "tensorrt_version", lambda: "10.8.0")
+    with pytest.raises(TensorRTUnavailable, match="polygraphy is not installed"):
+        trt_target.probe_tensorrt()
+    monkeypatch.setattr(trt_target, "module_available", lambda name: True)
+    monkeypatch.setattr(trt_target, "tensorrt_version", lambda: "8.6.1")
+    with pytest.raises(TensorRTUnavailable, match=r"TensorRT 8.6.1 is too old \(need 10.0 or newer\)"):
+        trt_target.probe_tensorrt()
+    monkeypatch.setattr(trt_target, "tensorrt_version", lambda: "10.8.0")
+    assert trt_target.probe_tensorrt() is FAKE_GPU
+    assert import_recorder.asked == []
+
+
+def test_probe_without_cuda_bindings_and_no_gpu_has_no_install_hint(monkeypatch):
+    import tpo.kernels.path as kpath
+
+    real = trt_target.module_available
+    monkeypatch.setattr(trt_target, "module_available", lambda name: name != "cuda.bindings" and real(name))
+    monkeypatch.setattr(kpath, "driver_device_count", lambda: kpath.NO_DRIVER)
+    with pytest.raises(TensorRTUnavailable) as err:
+        trt_target.probe_tensorrt()
+    assert str(err.value) == "tensorrt target: no GPU present: no NVIDIA driver (libcuda could not be loaded)"
+    monkeypatch.setattr(kpath, "driver_device_count", lambda: 1)
+    with pytest.raises(TensorRTUnavailable, match=r"1 NVIDIA GPU\(s\) present but cuda-bindings is not installed"):
+        trt_target.probe_tensorrt()
+
+
 class _FakeTrt:
     __version__ = "10.8.0.43"
 

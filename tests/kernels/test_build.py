@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import tpo.kernels.nvrtc as nvrtc
+import tpo.kernels.path as kpath
 from tpo.kernels import EmulatedDevice, KernelBuildError, available
 from tpo.kernels.cli import main
 from tpo.kernels.sources import KERNELS, SPAN_DECODE
@@ -145,24 +146,76 @@ class TestAvailable:
         path = available()
         assert path.kind in ("gpu", "cpu") and path.reason and "\n" not in path.reason
 
-    def test_without_cuda_bindings(self, monkeypatch):
+    def test_without_cuda_bindings_and_without_gpu_no_install_hint(self, monkeypatch):
+        """The README's install (cpu extra: no cuda-bindings) on a machine with no GPU: say so, and that
+        the CPU path runs; telling that user to install GPU packages would be wrong."""
         hide_module(monkeypatch, "driver")
-        assert available().reason == "cuda-bindings is not installed (pip install 'tpo-edge[gpu]')"
+        for answer, why in ((kpath.NO_DRIVER, "no NVIDIA driver"), (0, "reports no CUDA device"),
+                            ("the NVIDIA driver did not initialise (cuInit error 999)", "cuInit error 999")):
+            monkeypatch.setattr(kpath, "driver_device_count", lambda answer=answer: answer)
+            path = available()
+            assert not path.gpu and why in path.reason and "pip install" not in path.reason
+        monkeypatch.setattr(kpath, "driver_device_count", lambda: kpath.NO_DRIVER)
+        assert str(available()) == (
+            "kernel path: cpu (no GPU present: no NVIDIA driver (libcuda could not be loaded), so the CPU path runs)"
+        )
+
+    def test_without_cuda_bindings_on_a_gpu_machine_gives_the_hint(self, monkeypatch):
+        hide_module(monkeypatch, "driver")
+        monkeypatch.setattr(kpath, "driver_device_count", lambda: 2)
+        path = available()
+        assert not path.gpu
+        assert path.reason == "2 NVIDIA GPU(s) present but cuda-bindings is not installed (pip install 'tpo-edge[gpu]')"
+
+    def test_without_cuda_bindings_on_this_machine(self, monkeypatch):
+        hide_module(monkeypatch, "driver")
+        count = kpath.driver_device_count()
+        reason = available().reason
+        assert "\n" not in reason
+        assert ("pip install 'tpo-edge[gpu]'" in reason) == (isinstance(count, int) and count > 0)
+
+    def test_driver_asked_through_ctypes(self):
+        """`driver_device_count` calls libcuda's cuInit and cuDeviceGetCount (no cuda-bindings needed)."""
+
+        class Lib:
+            def __init__(self, init, count):
+                self.init, self.count, self.calls = init, count, []
+
+            def cuInit(self, flags):  # noqa: N802  (the driver's name)
+                self.calls.append("cuInit")
+                return self.init
+
+            def cuDeviceGetCount(self, ref):  # noqa: N802
+                self.calls.append("cuDeviceGetCount")
+                ref._obj.value = self.count
+                return 0
+
+        def missing(name):
+            raise OSError(f"{name}: cannot open shared object file")
+
+        assert kpath.driver_device_count(missing) == kpath.NO_DRIVER
+        lib = Lib(0, 3)
+        assert kpath.driver_device_count(lambda name: lib) == 3 and lib.calls == ["cuInit", "cuDeviceGetCount"]
+        assert kpath.driver_device_count(lambda name: Lib(100, 0)) == 0          # CUDA_ERROR_NO_DEVICE
+        assert "cuInit error 999" in kpath.driver_device_count(lambda name: Lib(999, 0))
 
     def test_without_driver(self, monkeypatch):
         self.use(
             monkeypatch, FakeDriver(init_error=RuntimeError("libcuda.so.1: cannot open shared object file"))
         )
         path = available()
-        assert not path.gpu and path.reason == "no NVIDIA driver: libcuda could not be loaded"
+        assert not path.gpu and path.reason == (
+            "no GPU present: no NVIDIA driver (libcuda could not be loaded), so the CPU path runs"
+        )
 
     def test_without_device(self, monkeypatch):
         from cuda.bindings import driver
 
+        no_device = "no GPU present: the NVIDIA driver reports no CUDA device, so the CPU path runs"
         self.use(monkeypatch, FakeDriver(init_error=driver.CUresult.CUDA_ERROR_NO_DEVICE))
-        assert available().reason == "the NVIDIA driver reports no CUDA device"
+        assert available().reason == no_device
         self.use(monkeypatch, FakeDriver(count=0))
-        assert available().reason == "the NVIDIA driver reports no CUDA device"
+        assert available().reason == no_device
 
     def test_gpu_found(self, monkeypatch):
         self.use(monkeypatch, FakeDriver(cc=(8, 7)))

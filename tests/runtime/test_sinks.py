@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 
 from tpo.errors import InputError, TPOError
+from tpo.runtime.drawing import COLOURS, MASK_ALPHA, Layout, compose, timeline_span
+from tpo.runtime.results import FrameResult, TrackedObject
 from tpo.runtime.rle import rle_decode, rle_encode
 from tpo.runtime.sinks import (
-    COLOURS,
-    MASK_ALPHA,
     AnnotatedVideoSink,
     CallbackSink,
     JsonlSink,
     QVHighlightsSink,
     Sinks,
-    annotate,
     normalise_temporal_event,
 )
 from tpo.runtime.sources import Frame
@@ -117,60 +116,84 @@ def test_normalise_temporal_event_accepts_the_qvhighlights_names():
             normalise_temporal_event({"type": "temporal", "windows": bad})
 
 
-def test_qvhighlights_sink_lines(tmp_path):
+def _result(events, frame=None, objects=(), status=""):
+    return FrameResult(frame, list(objects), list(events), status)
+
+
+def test_qvhighlights_sink_writes_one_line_per_query_from_the_offline_answer(tmp_path):
     path = tmp_path / "preds.jsonl"
     with QVHighlightsSink(path, qid=42, query="a dog jumps", vid="clip_60.0_90.0") as sink:
-        sink.write_event({"type": "answer", "text": "ignored"})
-        sink.write_event({"type": "temporal", "windows": [[0, 4, 0.2], [10, 12, 0.9]], "saliency": [0.1, 0.7]})
-        sink.write_event({"type": "temporal", "qid": 43, "pred_relevant_windows": [[1, 2, 0.3]]})
-        sink.write_event({"type": "temporal", "event": "open", "time_s": 3.0})
-        sink.write_event({"type": "temporal", "event": "close", "windows": [[3, 5, 0.4]]})
-        sink.write_event({"type": "temporal", "event": "close", "windows": [[8, 9, 0.8]], "saliency": [0.5]})
+        sink.write(_result([{"type": "answer", "text": "ignored"}]))
+        sink.write(_result([{"type": "temporal", "event": "open", "time_s": 3.0, "score": 0.6}]))
+        sink.write(_result([{"type": "temporal", "event": "close", "windows": [[3, 5, 0.4]]}]))
+        sink.write(_result([{"type": "temporal", "windows": [[0, 4, 0.2], [10, 12, 0.9]], "saliency": [0.1, 0.7]},
+                            {"type": "summary"}]))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0] == {"qid": 42, "query": "a dog jumps", "vid": "clip_60.0_90.0",
-                        "pred_relevant_windows": [[10, 12, 0.9], [0, 4, 0.2]], "pred_saliency_scores": [0.1, 0.7]}
-    assert lines[1]["qid"] == 43 and lines[1]["pred_relevant_windows"] == [[1, 2, 0.3]]
-    assert lines[2]["pred_relevant_windows"] == [[8, 9, 0.8], [3, 5, 0.4]] and lines[2]["pred_saliency_scores"] == [0.5]
-    assert len(lines) == 3 and all(list(line) == ["qid", "query", "vid", "pred_relevant_windows",
-                                                  "pred_saliency_scores"] for line in lines)
+    assert lines == [{"qid": 42, "query": "a dog jumps", "vid": "clip_60.0_90.0",
+                      "pred_relevant_windows": [[10, 12, 0.9], [0, 4, 0.2]], "pred_saliency_scores": [0.1, 0.7]}]
+
+
+def test_qvhighlights_sink_keeps_the_online_windows_of_a_stream_stopped_early(tmp_path):
+    path = tmp_path / "preds.jsonl"
+    with QVHighlightsSink(path, qid=1) as sink:
+        sink.write_event({"type": "temporal", "event": "close", "windows": [[3, 5, 0.4]]})
+        sink.write_event({"type": "temporal", "event": "close", "windows": [[8, 9, 0.8]]})
+    (line,) = [json.loads(x) for x in path.read_text().splitlines()]
+    assert line["qid"] == 1 and line["pred_relevant_windows"] == [[8, 9, 0.8], [3, 5, 0.4]]
 
 
 # ------------------------------------------------------------------------------------------ drawing
-def _black(h=48, w=64, t=0.5):
-    return Frame(6, t, np.zeros((h, w, 3), np.uint8))
+def _black(h=48, w=64, t=0.5, index=6):
+    return Frame(index, t, np.zeros((h, w, 3), np.uint8))
 
 
-def test_annotate_draws_mask_box_and_timeline():
+def _tracked(box=(40, 10, 60, 30), mask=None, present=True, score=0.8):
+    return TrackedObject(0, "the ball", list(box) if box else None, score, present, iou=0.9, mask=mask)
+
+
+def test_compose_draws_mask_box_band_and_timeline_outside_the_picture():
     mask = np.zeros((48, 64), bool)
     mask[20:30, 5:25] = True
-    track = {"type": "track", "frame": 6, "time_s": 0.5, "box": [40, 10, 60, 30], "score": 0.8,
-             "mask_rle": rle_encode(mask)}
     frame = _black()
-    img = annotate(frame, [track], windows=[[0.25, 0.5, 1.0]], duration_s=1.0)
+    layout = Layout.for_frame(48, 64)
+    img = compose(layout, frame.rgb, [_tracked(mask=mask)], status="tracking the ball",
+                  windows=[[0.25, 0.5, 1.0]], time_s=0.5, span_s=(0.0, 1.0))
     assert (frame.rgb == 0).all(), "the input frame is not drawn on"
+    assert img.shape[:2] == layout.size_hw and img.shape[0] % 2 == 0 and img.shape[1] % 2 == 0
+    top = layout.band_h
+    picture = img[top: top + 48, :64]
     tinted = (np.array(COLOURS["mask"]) * MASK_ALPHA + 0.5).astype(np.uint8).tolist()
-    assert img[25, 10].tolist() == tinted and img[25, 30].tolist() == [0, 0, 0]
-    assert img[20, 60].tolist() == list(COLOURS["track"])         # right edge of the box
-    assert img[20, 50].tolist() == [0, 0, 0]                      # inside the box: untouched
-    strip = img[-1]                                               # timeline: 0..1 s over 64 px
-    assert strip[20].tolist() == list(COLOURS["window"])          # inside [0.25, 0.5]
+    assert picture[25, 10].tolist() == tinted and picture[25, 30].tolist() == [0, 0, 0]
+    assert picture[20, 59].tolist() == list(COLOURS["track"])       # right edge: the last covered column
+    assert picture[20, 50].tolist() == [0, 0, 0]                    # inside the box: untouched
+    assert picture[-1].max() == 0, "the picture's last row is the frame's own"
+    strip = img[top + 48]                                            # timeline: 0..1 s over 64 px
+    assert strip[20].tolist() == list(COLOURS["window"])             # inside [0.25, 0.5]
     assert strip[5].tolist() == list(COLOURS["strip"])
-    assert strip[32].tolist() == list(COLOURS["cursor"])          # t = 0.5
-    same = annotate(frame, [{**track, "mask_rle": None, "mask": mask}], windows=[[0.25, 0.5, 1.0]], duration_s=1.0)
-    assert np.array_equal(same, img), "a boolean mask draws like its RLE"
-
-    low = annotate(frame, [], windows=[[0.25, 0.5, 0.0]], duration_s=1.0)
-    assert low[-1, 20].tolist() == (np.array(COLOURS["window"]) * 0.35).astype(np.uint8).tolist()
-    with_answer = annotate(frame, [], answer="the cup on the left", timeline=False)
-    assert (with_answer[:24] > 150).all(axis=2).sum() > 20 and with_answer[24:].max() == 0   # white text, top
+    assert strip[32].tolist() == list(COLOURS["cursor"])             # t = 0.5
+    band = img[:top]
+    assert (band > 150).all(axis=2).sum() > 20                       # white text on the band
+    low = compose(layout, frame.rgb, [], status="", windows=[[0.25, 0.5, 0.0]], time_s=0.9, span_s=(0.0, 1.0))
+    assert low[top + 48, 20].tolist() == (np.array(COLOURS["window"]) * 0.35).astype(np.uint8).tolist()
 
 
-def test_annotate_scales_a_small_mask_and_skips_missing_boxes():
+def test_compose_skips_absent_objects_and_scales_a_small_mask():
     small = np.zeros((12, 16), bool)
-    small[:6, :8] = True                                          # top-left quadrant
-    img = annotate(_black(), [{"type": "track", "box": None, "score": 0.1, "mask_rle": rle_encode(small)}],
-                   timeline=False)
-    assert img[10, 10].any() and not img[40, 50].any()
+    small[:6, :8] = True                                             # top-left quadrant
+    layout = Layout.for_frame(48, 64)
+    img = compose(layout, _black().rgb, [_tracked(box=None, mask=small)], status="", windows=[], time_s=0,
+                  span_s=(0, 1))
+    picture = img[layout.band_h: layout.band_h + 48]
+    assert picture[10, 10].any() and not picture[40, 50].any()
+    absent = compose(layout, _black().rgb, [_tracked(mask=small, present=False)], status="", windows=[],
+                     time_s=0, span_s=(0, 1))
+    assert not absent[layout.band_h: layout.band_h + 48].any()
+
+
+def test_timeline_span_is_the_duration_or_scrolls():
+    assert timeline_span(5.0, 20.0) == (0.0, 20.0)
+    assert timeline_span(5.0, None) == (0.0, 60.0)
+    assert timeline_span(100.0, None) == (40.0, 100.0)
 
 
 @pytest.mark.parametrize("suffix", [".avi", ".mp4"])
@@ -178,85 +201,105 @@ def test_annotated_video_sink_writes_a_playable_video(tmp_path, suffix):
     path = tmp_path / f"annotated{suffix}"
     mask = np.zeros((48, 64), bool)
     mask[10:30, 10:40] = True
-    with AnnotatedVideoSink(path, 12, (48, 64), duration_s=1.0) as sink:
-        assert sink._part.exists() and not path.exists()
-        sink.write_event({"type": "answer", "text": "the ball", "task": "track"})
-        sink.write_event({"type": "temporal", "pred_relevant_windows": [[0.0, 0.5, 0.9]]})
+    with AnnotatedVideoSink(path, 12, duration_s=1.0) as sink:
+        sink.write(_result([{"type": "answer", "text": "the ball", "task": "track"}]))
         for i in range(8):
-            event = {"type": "track", "frame": i, "time_s": i / 12, "box": [10, 10, 40, 30], "score": 0.9,
-                     "mask_rle": rle_encode(mask)}
-            sink.write(Frame(i, i / 12, np.full((48, 64, 3), 30, np.uint8)), [event])
-        sink.write(Frame(8, 8 / 12, np.full((96, 128, 3), 30, np.uint8)), [])   # another size: resized
-    assert path.is_file() and not sink._part.exists() and sink.frames == 9
-    cap = cv2.VideoCapture(str(path))
-    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 9
-    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (64, 48)
-    ok, bgr = cap.read()
-    cap.release()
-    assert ok
-    inside = bgr[18:24, 15:35].reshape(-1, 3).mean(axis=0)       # masked: blue up, red down (BGR)
+            frame = Frame(i, i / 12, np.full((48, 64, 3), 30, np.uint8))
+            sink.write(_result([], frame, [_tracked((10, 10, 40, 30), mask)], "tracking the ball"))
+        assert sink._part.exists() and not path.exists()
+        sink.write(_result([], Frame(8, 8 / 12, np.full((96, 128, 3), 30, np.uint8))))   # another size: resized
+        sink.write(_result([{"type": "summary"}]))                                      # the closing result
+    assert path.is_file() and not sink._part.exists() and sink.frames == sink.written == 9
+    frames, fps = _read(path)
+    layout = Layout.for_frame(48, 64)
+    assert len(frames) == 9 and fps == 12 and frames[0].shape[:2] == layout.size_hw
+    bgr = frames[0][layout.band_h: layout.band_h + 48]
+    inside = bgr[18:24, 15:35].reshape(-1, 3).mean(axis=0)          # masked: blue up, red down (BGR)
     outside = bgr[35:40, 50:60].reshape(-1, 3).mean(axis=0)
     assert inside[0] > outside[0] + 40 and abs(outside - 30).max() < 10
     with pytest.raises(TPOError, match="after close"):
-        sink.write(_black(), [])
+        sink.write(_result([], _black()))
+
+
+def _read(path):
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    return frames, fps
+
+
+def test_annotated_video_plays_at_the_source_pace_when_frames_were_dropped(tmp_path):
+    """A live source that lost frames: each frame goes to its time slot, the last one repeated in between."""
+    path = tmp_path / "live.avi"
+    times = [0.0, 0.1, 0.5, 0.6, 0.6, 10.0]        # a 0.3 s hole, a repeated timestamp, a clock jump
+    with AnnotatedVideoSink(path, 10, max_gap_s=1.0) as sink:
+        for i, t in enumerate(times):
+            sink.write(_result([], Frame(i, t, np.full((48, 64, 3), 20 * i, np.uint8))))
+    frames, fps = _read(path)
+    assert fps == 10 and sink.frames == 6
+    # slots: 0, 1, (2, 3, 4 repeat frame 1), 5, 6, 7 (a repeated time still gets a slot of its own), then at
+    # most 1 s (10 slots) of repeats before the frame after the jump
+    assert len(frames) == sink.written == 1 + 1 + 3 + 1 + 1 + 1 + 10 + 1
+    layout = Layout.for_frame(48, 64)
+    level = [int(round(f[layout.band_h + 24, 32].mean() / 20)) for f in frames]
+    assert level[:8] == [0, 1, 1, 1, 1, 2, 3, 4] and set(level[8:18]) == {4} and level[-1] == 5
 
 
 def test_annotated_video_sink_refuses_what_it_cannot_write(tmp_path):
     with pytest.raises(InputError, match=r"out\.mkv: video suffix must be one of .mp4, .avi"):
-        AnnotatedVideoSink(tmp_path / "out.mkv", 25, (48, 64))
+        AnnotatedVideoSink(tmp_path / "out.mkv", 25)
     with pytest.raises(InputError, match="fps"):
-        AnnotatedVideoSink(tmp_path / "out.mp4", 0, (48, 64))
-    assert not list(tmp_path.iterdir())
+        AnnotatedVideoSink(tmp_path / "out.mp4", 0)
+    with AnnotatedVideoSink(tmp_path / "none.mp4", 25) as sink:
+        sink.write(_result([{"type": "summary"}]))
+    assert not list(tmp_path.iterdir()), "no frame, no video"
 
 
 def test_video_sink_draws_online_windows(tmp_path):
-    sink = AnnotatedVideoSink(tmp_path / "w.avi", 10, (48, 64), duration_s=1.0)
-    sink.write_event({"type": "temporal", "event": "open", "time_s": 0.25})
+    sink = AnnotatedVideoSink(tmp_path / "w.avi", 10, duration_s=1.0)
+    sink.write(_result([{"type": "temporal", "event": "open", "time_s": 0.25, "score": 0.7}]))
     assert sink._open_start == 0.25
-    sink.write_event({"type": "temporal", "event": "close", "windows": [[0.25, 0.5, 1.0]]})
-    assert sink.windows == [[0.25, 0.5, 1.0]] and sink._open_start is None
+    sink.write(_result([{"type": "temporal", "event": "close", "windows": [[0.25, 0.5, 0.7]]}]))
+    assert sink.windows == [[0.25, 0.5, 0.7]] and sink._open_start is None
     sink.close()
 
 
 # ------------------------------------------------------------------------------------------ callback, fan-out
-def test_callback_sink_passes_events_and_reports_failures():
+def test_callback_sink_passes_results_and_reports_failures():
     seen = []
-    CallbackSink(seen.append).write_event({"type": "answer", "text": "x"})
-    assert seen == [{"type": "answer", "text": "x"}]
+    result = _result([{"type": "answer", "text": "x"}], _black())
+    CallbackSink(seen.append).write(result)
+    assert seen == [result]
 
-    def on_event(event):
+    def on_result(result):
         raise ValueError("bad value\nsecond line")
 
     with pytest.raises(TPOError) as err:
-        CallbackSink(on_event).write_event({"type": "track"})
+        CallbackSink(on_result).write(_result([{"type": "track"}], _black()))
     message = str(err.value)
-    assert "on_event" in message and "track event" in message and "ValueError: bad value" in message
+    assert "on_result" in message and "frame 6" in message and "ValueError: bad value" in message
     assert "\n" not in message and isinstance(err.value.__cause__, ValueError)
 
 
-def test_sinks_fan_out_events_to_all_and_frames_to_frame_sinks(tmp_path):
-    seen, frames = [], []
+def test_sinks_fan_out_results_and_close_every_sink(tmp_path):
+    seen = []
 
-    class FrameRecorder:
-        takes_frames = True
-
-        def write_event(self, event):
-            seen.append(("recorder", event["type"]))
-
-        def write(self, frame, events):
-            frames.append((frame.index, [e["type"] for e in events]))
+    class Recorder:
+        def write(self, result):
+            seen.append(("recorder", result.index))
 
         def close(self):
             raise OSError("disk full")
 
     jsonl = JsonlSink(tmp_path / "e.jsonl")
-    sinks = Sinks([jsonl, CallbackSink(lambda e: seen.append(("callback", e["type"]))), FrameRecorder()])
-    sinks.write_event({"type": "answer", "text": "hi", "task": "track"})
-    track = {"type": "track", "frame": 0, "box": None}
-    sinks.write_event(track)
-    sinks.write(_black(), [track])
-    assert seen == [("callback", "answer"), ("recorder", "answer"), ("callback", "track"), ("recorder", "track")]
-    assert frames == [(6, ["track"])]
+    sinks = Sinks([jsonl, CallbackSink(lambda r: seen.append(("callback", r.index))), Recorder()])
+    sinks.write(_result([{"type": "answer", "text": "hi", "task": "track"}, {"type": "track", "frame": 6}],
+                        _black()))
+    sinks.write(_result([{"type": "summary"}]))
+    assert seen == [("callback", 6), ("recorder", 6), ("callback", None), ("recorder", None)]
     with pytest.raises(OSError, match="disk full"):
         sinks.close()
-    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 2, "the other sinks were closed"
+    assert len((tmp_path / "e.jsonl").read_text().splitlines()) == 3, "the other sinks were closed"

@@ -136,7 +136,7 @@ def test_truncated_video_ends_early_with_an_event(make_video, tmp_path):
     assert f"from frame {len(frames)} on, 12 frames declared" in source.events[0]["detail"]
 
 
-def test_fake_file_capture_corrupt_frames_and_giving_up(helpers):
+def test_fake_file_capture_corrupt_frames_and_an_unreadable_rest(helpers):
     fake = helpers.FakeCapture(10, fail_at=(3, 4), frame_count=10, fps=10)
     with open_source("fake.mp4", capture_factory=lambda: fake, live=False) as source:
         frames = list(source)
@@ -149,9 +149,32 @@ def test_fake_file_capture_corrupt_frames_and_giving_up(helpers):
     dead = helpers.FakeCapture(100, fail_at=tuple(range(2, 100)), frame_count=100)
     with open_source("dead.mp4", capture_factory=lambda: dead, live=False, max_consecutive_failures=4) as source:
         assert len(list(source)) == 2
-    assert [e["event"] for e in source.events] == ["gave_up"]
-    assert "4 unreadable frames in a row from frame 2" in source.events[0]["detail"]
+    assert [e["event"] for e in source.events] == ["ended_early"]     # a file never `gave_up`: live only
+    assert source.events[0]["detail"] == ("dead.mp4: read failed from frame 2 on, 100 frames declared, 2 read; "
+                                          "stopped after 4 failed reads in a row")
     assert source.stats.dropped == 0 and dead.reads == 6
+
+
+def test_overstated_frame_count_ends_early_saying_declared_and_read(helpers):
+    """A container that declares 3000 frames of which 100 are readable: the stream ends after the 100 with
+    `ended_early` (as the docstring and docs promise), not `gave_up`, and nothing counts as dropped."""
+    fake = helpers.FakeCapture(100, frame_count=3000, fps=25)
+    with open_source("long.mp4", capture_factory=lambda: fake, live=False) as source:
+        frames = list(source)
+    assert [f.index for f in frames] == list(range(100))
+    (event,) = source.events
+    assert event["type"] == "source" and event["event"] == "ended_early"
+    assert event["detail"].startswith("long.mp4: read failed from frame 100 on, 3000 frames declared, 100 read")
+    assert "\n" not in event["detail"] and event["time_s"] == pytest.approx(99 / 25)
+    s = source.stats
+    assert (s.frames_in, s.delivered, s.dropped, s.corrupt) == (100, 100, 0, 0)
+    assert fake.released.is_set() and fake.reads == 100
+
+    strided = helpers.FakeCapture(100, frame_count=3000, fps=25)      # the same with stride: grabs count as read
+    with open_source("long.mp4", capture_factory=lambda: strided, live=False, stride=3) as source:
+        assert [f.index for f in source] == list(range(0, 100, 3))
+    assert [e["event"] for e in source.events] == ["ended_early"]
+    assert "3000 frames declared, 100 read" in source.events[0]["detail"]
 
 
 def test_container_timestamps_are_used_when_sane(helpers):

@@ -1,0 +1,50 @@
+"""The recipe's settings (`RecipeConfig`) and names (`HEADS`, `STAGES`): torch-free, so `tpo-train` can
+show its defaults in --help and refuse a wrong argument before torch and the model are imported.
+`tpo.train.recipe` re-exports all three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpo.errors import ConfigError
+
+HEADS = ("region", "temporal", "track")
+STAGES = (0, 1, 2, 3)
+
+
+@dataclass
+class RecipeConfig:
+    """The tiny recipe. Every default lives here; the CLI reads them from this dataclass."""
+
+    config: str = "tiny"
+    seed: int = 0
+    train_clips: int = 200          # synthetic clips in the training pool
+    queries_per_task: int = 4       # queries of each task per training clip (SceneConfig.queries_per_task)
+    batch_size: int = 16            # samples per step, taken as whole clips (all queries of a clip share its frames)
+    stage0_steps: int = 250         # 0: mask head pretraining steps (the first recipe.STAGE0_IMAGE_FRAC on images)
+    vision_steps: int = 400         # 0: vision encoder pretraining steps (train/vision_pretrain.py)
+    stage1_steps: int = 200
+    stage2_steps: int = 100
+    stage3_steps: int = 400
+    lr: float = 1e-3
+    weight_decay: float = 0.02
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.05       # cosine to 5% of the peak, as the release
+    grad_clip: float = 1.0
+    temporal_weight: float = 0.05   # the release's factor on CG-DETR's set criterion
+    freeze_vision: bool = False     # True: stages 1-3 leave the stage-0 vision encoder as it is
+    heads: tuple[str, ...] = HEADS
+    stages: tuple[int, ...] = STAGES
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        bad = [h for h in self.heads if h not in HEADS]
+        if bad or not self.heads:
+            raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(HEADS)}")
+        bad_stages = [s for s in self.stages if s not in STAGES]
+        if bad_stages or not self.stages:
+            raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")
+
+    def steps(self, stage: int) -> int:
+        return getattr(self, f"stage{stage}_steps")

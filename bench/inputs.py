@@ -14,8 +14,8 @@ from tpo.errors import TPOError
 def make_clip(folder: Path, seconds: float = 4.0, fps: float = 30.0, seed: int = 4242):
     """A synthetic 320x240 scene at `fps` (the training distribution, so the tiny model answers sensibly),
     written as MJPG AVI and as mp4v MP4 at each resolution asked later. Returns (frames RGB, queries)."""
-    from tpo.train.synthetic import SceneConfig
-    from tpo.train.synthetic import make_clip as synth
+    from tpo.data.synthetic import SceneConfig
+    from tpo.data.synthetic import make_clip as synth
 
     cfg = SceneConfig(fps_range=(int(fps), int(fps)), duration_range_s=(seconds, seconds))
     clip = synth(0, seed, cfg)

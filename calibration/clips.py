@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpo.data.synthetic import Query, make_clip
 from tpo.model.preprocess import Video
-from tpo.train.synthetic import Query, make_clip
 
 PARITY_SEED = 4242   # apart from the training (0) and held-out (1000) streams
 

@@ -12,6 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tpo.data.synthetic import (  # the synthetic world's words: the tiny vocabulary
+    COLOURS,
+    NUMBER_WORDS,
+    SHAPES,
+)
 from tpo.errors import CheckpointError, ConfigError
 from tpo.manifest import TASK_TOKENS  # noqa: F401  (the shared list; re-exported)
 
@@ -82,9 +87,6 @@ def task_token_ids(tok) -> TaskTokenIds:
 
 # ---- the tiny tokenizer -------------------------------------------------------------------------
 
-COLOURS = ("red", "green", "blue", "yellow")
-SHAPES = ("circle", "square", "triangle")
-NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
 def tiny_corpus() -> list[str]:

@@ -18,11 +18,10 @@ import json
 import sys
 from pathlib import Path
 
+from tpo.data.files import load_dataset, read_meta
+from tpo.data.synthetic import TASKS
 from tpo.errors import CheckpointError, ConfigError, InputError, TPOError
 from tpo.model.presets import check_config, preset_names
-
-from .data import load_dataset, read_meta
-from .synthetic import TASKS
 
 FRAMES_DEFAULT = inspect.signature(load_dataset).parameters["frames"].default   # the library's default
 

@@ -26,12 +26,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tpo.data.synthetic import ROUTES, TASKS, Clip, Query
 from tpo.errors import InputError
 from tpo.model.generate import GenerationResult, generate
 from tpo.model.preprocess import Video
 
 from . import metrics
-from .synthetic import ROUTES, TASKS, Clip, Query
 
 ROUTE_NAMES = ("track", "region", "temporal", "none")     # what generate's `.task` can be
 R1_THRESHOLDS = (0.3, 0.5, 0.7)
@@ -149,7 +149,7 @@ class _Scores:
 
 def evaluate(model, tokenizer, dataset, *, max_clips: int | None = None, tasks: Sequence[str] | None = None,
              progress: bool = False, records: bool = False) -> dict:
-    """Ask every query of `dataset` (a `tpo.train.data.Dataset` loaded with frames) and score the answers.
+    """Ask every query of `dataset` (a `tpo.data.files.Dataset` loaded with frames) and score the answers.
 
     max_clips: only the first N clips; tasks: a subset of TASKS ("track", "region", "temporal",
     "conversation"); progress: a tqdm bar on stderr; records: add one record per query (question,

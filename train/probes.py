@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpo.data.synthetic import CATEGORIES, Clip, make_clip
 from tpo.errors import InputError, TPOError
 
 from . import metrics
 from .samples import frames_to_pixels, resize_frames
-from .synthetic import CATEGORIES, Clip, make_clip
 from .vision_pretrain import SUB, VisionPool
 
 RIDGE = 1.0            # ridge penalty on the probe's weights (features are layer-normalised, so O(1))
@@ -144,7 +144,8 @@ def blind_answer_em(held: list[Clip]) -> dict:
 
 
 def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_clips: int) -> dict:
-    from .data import Dataset
+    from tpo.data.files import Dataset
+
     from .evaluate import evaluate
 
     heads = evaluate(model, tokenizer, Dataset(root=Path("held-out"), meta={}, clips=held),

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from tpo.data.synthetic import SceneConfig
 from tpo.errors import ConfigError
 from tpo.model.config import load_config
 from tpo.model.prompt import Prompt
@@ -39,7 +40,6 @@ from tpo.model.tpo_model import TPOModel, build_model
 from .losses import region_loss, temporal_targets, track_loss
 from .recipe_config import HEADS, STAGES, RecipeConfig  # noqa: F401  (re-exported)
 from .samples import Sample, build_pool, frames_to_pixels, temporal_inputs
-from .synthetic import SceneConfig
 
 # Stage 0's mask head steps on single images before the video windows (pretrain_mask_head's own split,
 # 150 of 250). A fraction, so that every step count trains the memory path too: with a fixed 150 image
@@ -327,11 +327,11 @@ def finish(model: TPOModel, tok, out: str | Path, rc: RecipeConfig, eval_clips: 
     path = save_checkpoint(model, out / "checkpoint", dtype=torch.float16,
                            tokenizer_dir=resolve_tokenizer_dir(model.cfg.tokenizer), overwrite=True)
     if eval_clips:
+        from tpo.data.files import Dataset
+        from tpo.data.synthetic import make_clip
         from tpo.model.checkpoint import load_checkpoint
 
-        from .data import Dataset
         from .evaluate import evaluate
-        from .synthetic import make_clip
 
         shipped, _ = load_checkpoint(path, dtype="fp32")
         held_out = Dataset(root=Path(f"synthetic(seed={rc.seed + 1000})"), meta={},

@@ -14,13 +14,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tpo.data.synthetic import Clip, SceneConfig, make_clip
 from tpo.model.config import TPOConfig
 from tpo.model.preprocess import middle_frame_indices, normalise, resize_uint8
 from tpo.model.prompt import build_prompt
 from tpo.model.temporal_features import clip_frame_indices, tef
 from tpo.model.tokenizer import task_token_ids
-
-from .synthetic import Clip, SceneConfig, make_clip
 
 TRIGGER_ANSWERS = {"region": ("box_begin", "boxes"), "temporal": ("time_begin", "temp"),
                    "track": ("track_begin", "tracking")}

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tpo.data.synthetic import CATEGORIES, Clip, SceneConfig, make_clip
 from tpo.errors import ConfigError
 from tpo.model.preprocess import middle_frame_indices
 
 from .samples import frames_to_pixels, resize_frames
 from .schedule import loss_summary, warmup_cosine
-from .synthetic import CATEGORIES, Clip, SceneConfig, make_clip
 
 SUB = 2                      # each token predicts a SUB x SUB grid of sub-cells of its patch
 FRAMES_PER_CLIP = 12         # single frames kept per pool clip

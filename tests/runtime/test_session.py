@@ -40,9 +40,9 @@ def reference():
 def test_onnxruntime_fp32_equals_torch_on_held_out_clips(session, reference):
     """Issue 5's acceptance on held-out clips (seed 1000): same answers, box and mask IoU >= 0.99, windows
     within 0.05 s."""
+    from tpo.data.synthetic import make_clip
     from tpo.model.generate import generate
     from tpo.model.preprocess import Video
-    from tpo.train.synthetic import make_clip
 
     model, tok = reference
     checked = set()

@@ -29,7 +29,7 @@ def session(fp32_artifacts):
 
 @pytest.fixture(scope="module")
 def clip():
-    from tpo.train.synthetic import make_clip
+    from tpo.data.synthetic import make_clip
 
     return make_clip(0, 1000)
 

@@ -2,11 +2,11 @@
 
 import json
 
+from tpo.data.files import Dataset
+from tpo.data.synthetic import make_clip
 from tpo.model.checkpoint import default_checkpoint, load_checkpoint, verify_checkpoint
 from tpo.model.tokenizer import load_tokenizer
-from tpo.train.data import Dataset
 from tpo.train.evaluate import evaluate
-from tpo.train.synthetic import make_clip
 
 
 def test_embedded_checkpoint_verifies_and_records_how_it_was_made():

@@ -93,7 +93,7 @@ def test_train_out_that_is_a_file_is_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from tpo.train.data_cli import main as data_main
+    from tpo.data.cli import main as data_main
 
     out = tmp_path_factory.mktemp("data") / "d"
     assert data_main(["make", "--out", str(out), "--clips", "1", "--seed", "7", "--json"]) == 0
@@ -137,9 +137,9 @@ def _actions(parser: argparse.ArgumentParser, path: str = ""):
 
 def _parsers():
     from tpo.bench.cli import build_parser as bench_parser
+    from tpo.data.cli import build_parser as data_parser
     from tpo.export.cli import build_parser as export_parser
     from tpo.model.cli import build_parser as model_parser
-    from tpo.train.data_cli import build_parser as data_parser
     from tpo.train.eval_cli import build_parser as eval_parser
     from tpo.train.train_cli import build_parser as train_parser
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tpo.data.files import ROUTES, SceneConfig, load_dataset, make_dataset
 from tpo.errors import CheckpointError, InputError
 from tpo.model.checkpoint import INDEX_NAME, default_checkpoint, save_checkpoint
 from tpo.model.config import load_config
@@ -13,7 +14,6 @@ from tpo.model.generate import GenerationResult, RegionResult, TemporalResult, T
 from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
 from tpo.model.tpo_model import build_model
 from tpo.train import evaluate as evaluate_module
-from tpo.train.data import ROUTES, SceneConfig, load_dataset, make_dataset
 from tpo.train.eval_cli import main as eval_main
 from tpo.train.evaluate import ROUTE_NAMES, evaluate
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from tpo.data.synthetic import SceneConfig
 from tpo.errors import ConfigError
 from tpo.model.config import load_config
 from tpo.model.mask_head import MaskHead
@@ -22,7 +23,6 @@ from tpo.train.mask_pretrain import (
     sample_window,
     window_loss,
 )
-from tpo.train.synthetic import SceneConfig
 
 # The tiny preset's head at half its resolution (128 px: 8x8 embedding grid, 32x32 low-res masks) to keep
 # steps quick; 3 pointer slots against 4 memory slots, so that a 6-frame window leaves both windows.

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tpo.data.synthetic import make_clip
 from tpo.errors import InputError
 from tpo.model.checkpoint import default_checkpoint, load_checkpoint
 from tpo.model.tokenizer import load_tokenizer
@@ -14,7 +15,6 @@ from tpo.train.probes import (
     track_prompt_probe,
     vision_region_probe,
 )
-from tpo.train.synthetic import make_clip
 
 
 def test_box_from_map_takes_the_cells_over_half_the_maximum():

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from tpo.data.synthetic import SceneConfig
 from tpo.errors import ConfigError
 from tpo.model.config import load_config
 from tpo.model.tokenizer import load_tokenizer
 from tpo.model.tpo_model import build_model
 from tpo.train.recipe import RecipeConfig, TrainState, load_state, run_stage, save_state
 from tpo.train.samples import build_pool
-from tpo.train.synthetic import SceneConfig
 
 SCENE = SceneConfig(width=160, height=120, duration_range_s=(4.0, 5.0), fps_range=(8, 8))
 

@@ -7,13 +7,13 @@ model predicted one constant box for every image.)"""
 import numpy as np
 import torch
 
+from tpo.data.synthetic import SceneConfig, make_clip
 from tpo.model.config import load_config
 from tpo.model.generate import GenerationResult, run_head
 from tpo.model.preprocess import Video
 from tpo.model.tokenizer import load_tokenizer
 from tpo.model.tpo_model import build_model
 from tpo.train.samples import clip_samples
-from tpo.train.synthetic import SceneConfig, make_clip
 
 
 def test_training_target_head_output_and_scored_box_agree():

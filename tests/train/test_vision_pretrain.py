@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
+from tpo.data.synthetic import CATEGORIES, SceneConfig, make_clip
 from tpo.model.config import load_config
 from tpo.model.tpo_model import build_model
 from tpo.train.recipe import stage0_image_steps
-from tpo.train.synthetic import CATEGORIES, SceneConfig, make_clip
 from tpo.train.vision_pretrain import SUB, category_maps, patch_targets, pretrain_vision_encoder
 
 SCENE = SceneConfig(width=160, height=120, duration_range_s=(4.0, 5.0), fps_range=(8, 8))

@@ -1,6 +1,6 @@
-"""Synthetic grounding data: the generator's public names (from `tpo.train.synthetic`) and its files.
+"""Synthetic grounding data: the generator's public names (from `tpo.data.synthetic`) and its files.
 
-In memory: `make_clip(index, seed, config) -> Clip` (see `tpo.train.synthetic`). As files:
+In memory: `make_clip(index, seed, config) -> Clip` (see `tpo.data.synthetic`). As files:
 `make_dataset(out_dir, clips, seed, config)` writes, and `load_dataset(dir)` reads back:
 
     DIR/videos/clip_00000.mp4            every frame at the clip's fps, mp4v (else avi MJPG, said loudly)
@@ -214,7 +214,7 @@ def make_dataset(out_dir: str | Path, clips: int, seed: int, config: SceneConfig
                         ("clips.jsonl", clip_lines)):
         (ann / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
     meta = {
-        "generator": "tpo.train.data", "version": GENERATOR_VERSION, "seed": seed, "clips": clips,
+        "generator": "tpo.data.files", "version": GENERATOR_VERSION, "seed": seed, "clips": clips,
         "video_codec": codec, "video_ext": ".mp4" if codec == "mp4v" else ".avi",
         "qvhighlights_clip_length_s": config.qvh_clip_length_s,
         "counts": {"frames": len(coco["images"]), "annotations": len(coco["annotations"]),

@@ -6,10 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from tpo.errors import ConfigError, InputError
-from tpo.model.tokenizer import NUMBER_WORDS
-from tpo.train import data as data_module
-from tpo.train.data import (
+from tpo.data import files as data_module
+from tpo.data.cli import main as data_main
+from tpo.data.files import (
     CATEGORIES,
     ROUTES,
     TASKS,
@@ -23,7 +22,8 @@ from tpo.train.data import (
     qvhighlights_clip_labels,
     visible_spans,
 )
-from tpo.train.data_cli import main as data_main
+from tpo.errors import ConfigError, InputError
+from tpo.model.tokenizer import NUMBER_WORDS
 
 # Small frames (width != height so a swapped axis fails), short clips, low fps: fast on 2 cores.
 CFG = SceneConfig(width=96, height=72, fps_range=(8, 11), duration_range_s=(4.0, 5.0),

@@ -7,7 +7,7 @@ Two deterministic steps, then the questions:
     make_clip(index, seed, config) -> Clip       both, retried until the clip is usable, plus its queries
 
 `make_clip(i, seed)` depends only on (seed, i, config), so a trainer can draw clips on the fly, and
-`tpo.train.data.make_dataset` writes the same clips as files (`tpo.train.data` also re-exports this
+`tpo.data.files.make_dataset` writes the same clips as files (`tpo.data.files` also re-exports this
 module's public names).
 
 Conventions (every array and file uses them):
@@ -28,7 +28,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from tpo.errors import ConfigError
-from tpo.model.tokenizer import COLOURS, NUMBER_WORDS, SHAPES
+
+# the synthetic world's words (the tiny tokenizer's vocabulary is built from them)
+COLOURS = ("red", "green", "blue", "yellow")
+SHAPES = ("circle", "square", "triangle")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 GENERATOR_VERSION = "1"
 RGB = {"red": (225, 40, 40), "green": (40, 200, 70), "blue": (50, 90, 240), "yellow": (235, 215, 40)}

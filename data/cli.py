@@ -87,12 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "make":
-            from .data import make_dataset
+            from .files import make_dataset
 
             meta = make_dataset(out_dir=args.out, clips=args.clips, seed=args.seed, config=_config_from_args(args),
                                 overwrite=args.overwrite, progress=not args.json)
         else:
-            from .data import read_meta
+            from .files import read_meta
 
             meta = read_meta(args.dir)
         print(json.dumps(meta, indent=2)) if args.json else print_meta(meta)

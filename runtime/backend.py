@@ -6,7 +6,7 @@
 
 Backends are found by name in a registry; "onnxruntime" and "tensorrt" are built in and import their
 engine lazily, so a missing engine is one clear line (`BackendUnavailable`) and never a silent fallback.
-The torch reference backend lives on the model side (`tpo.model.runtime_backend`) and registers itself
+The torch reference backend lives on the model side (`tpo.torch_backend`) and registers itself
 through the `tpo.runtime_backends` entry point group, so this package never imports torch.
 """
 

@@ -5,7 +5,7 @@
     session = Session(manifest, backend)                     # or tpo.runtime.open(folder, backend="torch")
 
 The runtime itself never imports torch: this module is loaded only through the entry point
-(`torch = "tpo.model.runtime_backend:TorchBackend"` in pyproject), so it is the only place where the
+(`torch = "tpo.torch_backend:TorchBackend"` in pyproject), so it is the only place where the
 runtime meets torch. A "graph" here is the `nn.Module` of `tpo.model.graphs` with the same name as the
 exported graph, run eagerly on the checkpoint the artifacts were exported from: the baseline for latency
 and the reference for parity (the runtime's host logic + this backend reproduce `tpo.model.generate`).
@@ -139,7 +139,7 @@ class TorchBackend:
             return self
         ckpt, note = self._checkpoint_for(manifest)
         model = self._load_model(ckpt, manifest)
-        from .graphs import graph_defs
+        from tpo.model.graphs import graph_defs
 
         defs = graph_defs(model)     # the fp32 eval model we own: no export_copy needed
         del model                    # the LLM graph holds its own merged copy; drop the LoRA one

@@ -153,7 +153,7 @@ class TorchBackend:
         return self
 
     def _checkpoint_for(self, manifest: Manifest) -> tuple[Path, str]:
-        from .checkpoint import resolve_checkpoint
+        from tpo.model.checkpoint import resolve_checkpoint
 
         where = Path(manifest.root) / names.MANIFEST_FILE
         info = manifest["model"]["checkpoint"]
@@ -186,7 +186,7 @@ class TorchBackend:
         return path, ""
 
     def _load_model(self, ckpt: Path, manifest: Manifest):
-        from .checkpoint import load_checkpoint
+        from tpo.model.checkpoint import load_checkpoint
 
         # the manifest's configuration is what the graphs implement; load_checkpoint takes it as a JSON file
         with tempfile.TemporaryDirectory(prefix="tpo-torch-backend-") as tmp:

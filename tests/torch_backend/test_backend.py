@@ -14,8 +14,8 @@ import torch
 from tpo import manifest as names
 from tpo.errors import CheckpointError, ConfigError, TPOError
 from tpo.manifest import GraphEntry, Manifest
-from tpo.torch_backend import TorchBackend
 from tpo.runtime.backend import backend_names, open_backend
+from tpo.torch_backend import TorchBackend
 
 
 @pytest.fixture(scope="module")

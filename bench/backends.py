@@ -1,10 +1,11 @@
 """The variants the bench compares, behind the runtime's backend interface (`load(graph) -> .run(dict)`).
 
-- `torch-fp32`: PyTorch eager, the `tpo.model.graphs` module of each graph (what the `torch` runtime backend
-  wraps; built here from `graph_defs` so the bench does not depend on that plugin), fp32, numpy in and out
-  through `torch.from_numpy` (zero copy), under `torch.inference_mode()`, `torch.set_num_threads(threads)`;
+- `torch-fp32`: PyTorch eager, the runtime's own `torch` backend (`tpo.torch_backend`: each graph's
+  `tpo.model.graphs` module on the checkpoint the artifacts were exported from), fp32, under
+  `torch.inference_mode()`, `torch.set_num_threads(threads)`; at the scaling sizes, which have no artifacts,
+  the same `TorchGraph` on the random-weight modules (`eager_runner`);
 - `onnxruntime-<precision>`: the runtime's `OnnxRuntimeBackend` (CPU provider, or those given) on the exported
-  graphs, intra-op threads = threads;
+  graphs, intra-op threads = threads, their spin-wait off (`quiet_onnxruntime`);
 - `tensorrt-<precision>`: the runtime's TensorRT backend where it can start (a one-line note otherwise).
 
 Every runner is wrapped in a `CountingRunner`, so a stage splits into engine time (inside the engine's own
@@ -14,76 +15,23 @@ and host time (everything outside the runners: numpy state, preprocessing, ...).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
-
-from tpo.manifest import GraphEntry
-from tpo.runtime.backend import NP_DTYPES
+from tpo.contract import GraphEntry, Manifest, Precision
+from tpo.runtime.backend import OnnxRuntimeBackend
 
 from .stages import CountingRunner
-
-
-class TorchGraph:
-    """One `GraphDef` module run eagerly on numpy inputs; `.seconds` is the time inside the forward."""
-
-    def __init__(self, defn, device: str = "cpu"):
-        self.name = defn.name
-        self.device = device
-        self.module = defn.module if device == "cpu" else defn.module.to(device)
-        self.inputs = [(t.name, NP_DTYPES[t.dtype]) for t in defn.inputs]
-        self.output_names = [t.name for t in defn.outputs]
-        self.seconds = 0.0
-        self.calls = 0
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        args = [torch.from_numpy(_writable(np.ascontiguousarray(inputs[n], dtype=dt))) for n, dt in self.inputs]
-        if self.device != "cpu":
-            args = [a.to(self.device) for a in args]
-        start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.module(*args)
-            if self.device != "cpu":
-                torch.cuda.synchronize()
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
-        if isinstance(out, torch.Tensor):
-            out = (out,)
-        return {n: o.cpu().numpy() for n, o in zip(self.output_names, out)}
-
-
-def _writable(a: np.ndarray) -> np.ndarray:
-    return a if a.flags.writeable else a.copy()     # torch.from_numpy warns on read-only arrays
-
-
-class TorchDefsBackend:
-    """A backend whose graphs are `GraphDef` modules (by name), so a runtime `Session` runs on PyTorch."""
-
-    name = "torch"
-
-    def __init__(self, defs: dict, threads: int | None = None, device: str = "cpu"):
-        import torch
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.defs, self.device = defs, device
-        where = f"{torch.get_num_threads()} threads" if device == "cpu" else device
-        self.description = f"torch {torch.__version__} eager fp32, {where}"
-
-    def load(self, graph: GraphEntry) -> TorchGraph:
-        return TorchGraph(self.defs[graph.name], self.device)
 
 
 class CountingBackend:
     """Wraps a backend; every graph it loads is a `CountingRunner`, kept in `runners` by name."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, description: str | None = None):
         self.inner = inner
         self.name = inner.name
-        self.description = inner.description
+        self.description = description or inner.description
         self.runners: dict[str, CountingRunner] = {}
 
     def load(self, graph: GraphEntry) -> CountingRunner:
@@ -96,18 +44,18 @@ class CountingBackend:
 class Variant:
     name: str                     # "torch-fp32", "onnxruntime-fp16", ...
     backend: str
-    precision: str
+    precision: Precision
     description: str
     session: object = None        # a tpo.runtime Session (tiny artifacts)
     counting: CountingBackend | None = None
-    notes: list[str] = field(default_factory=list)
+    manifest: Manifest | None = None         # the artifacts the session runs
 
     @property
     def runners(self) -> dict[str, CountingRunner]:
         return self.counting.runners if self.counting is not None else {}
 
 
-def variant_name(backend: str, precision: str, providers: tuple[str, ...] | None = None) -> str:
+def variant_name(backend: str, precision: Precision, providers: tuple[str, ...] | None = None) -> str:
     if backend == "onnxruntime" and providers:
         first = providers[0].replace("ExecutionProvider", "").lower()
         if first != "cpu":
@@ -137,35 +85,62 @@ class EngineClock:
         return {"graph_s": graph, "engine_s": engine}
 
 
-def quiet_onnxruntime(providers=None, threads: int | None = None, spinning: bool = False):
-    """The runtime's `OnnxRuntimeBackend`, with its intra-op threads' spin-wait switched off unless asked.
+# ------------------------------------------------------------------------------------------ PyTorch eager
+def eager_backend(manifest: Manifest, threads: int, device: str, note: Callable[[str], None]):
+    """The runtime's torch backend for `manifest`'s artifacts, fp32: the export's checkpoint, or the embedded
+    one (with a note) when the artifacts name a checkpoint that is not on this machine."""
+    from tpo.model.checkpoint import default_checkpoint
+    from tpo.torch_backend import TorchBackend
+
+    checkpoint = None
+    named = Path(manifest.model["checkpoint"]["path"])
+    if not named.exists():
+        note(f"{named}: the artifacts' checkpoint is not here; PyTorch runs the embedded checkpoint")
+        checkpoint = default_checkpoint()
+    return TorchBackend(checkpoint=checkpoint, precision=Precision.FP32.value, threads=threads, device=device)
+
+
+def eager_description(backend) -> str:
+    import torch
+
+    where = f"{torch.get_num_threads()} threads" if backend.device.type == "cpu" else str(backend.device)
+    return f"{backend.description}, {where}"
+
+
+def eager_runner(defn, device: str = "cpu"):
+    """A `tpo.model.graphs.GraphDef`'s module run as the torch backend runs a graph (random-weight sizes)."""
+    from tpo.torch_backend.backend import TorchGraph
+
+    return TorchGraph.from_def(defn, device)
+
+
+# ------------------------------------------------------------------------------------------ ONNX Runtime
+class _NoSpinning:
+    """The onnxruntime module as the runtime's backend sees it, except that `SessionOptions()` come with the
+    intra- and inter-op threads' spin-wait switched off (every other attribute is onnxruntime's own)."""
+
+    def __init__(self, ort):
+        self._ort = ort
+
+    def __getattr__(self, name: str):
+        return getattr(self._ort, name)
+
+    def SessionOptions(self):  # noqa: N802  (onnxruntime's name)
+        options = self._ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return options
+
+
+def quiet_onnxruntime(providers: list[str] | None = None, threads: int | None = None,
+                      spinning: bool = False) -> OnnxRuntimeBackend:
+    """The runtime's `OnnxRuntimeBackend`, with its threads' spin-wait switched off unless asked.
 
     In one process that alternates engines, an idle ONNX Runtime pool keeps spinning on the cores after each
     call (its default) and starves the next variant (PyTorch's OpenMP regions then wait for a core), which
     on a 2-core machine makes eager look 10-50x slower than it is. Off, each engine gets the machine to itself."""
-    from tpo.runtime.backend import OnnxRuntimeBackend, OrtGraph
-
-    class _Backend(OnnxRuntimeBackend):
-        def load(self, graph: GraphEntry) -> OrtGraph:
-            ort = self.ort
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.log_severity_level = 3
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-                options.inter_op_num_threads = 1
-            if not spinning:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-            session = ort.InferenceSession(str(graph.path), options, providers=self.providers)
-            lost = [p for p in self.providers if p not in session.get_providers()]
-            if lost:
-                from tpo.runtime.backend import BackendUnavailable
-
-                raise BackendUnavailable(f"graph {graph.name}: onnxruntime could not use {lost}")
-            return OrtGraph(graph, session)
-
-    backend = _Backend(providers, threads=threads)
+    backend = OnnxRuntimeBackend(providers, threads=threads)
     if not spinning:
+        backend.ort = _NoSpinning(backend.ort)
         backend.description += " (intra-op spinning off)"
     return backend

@@ -17,10 +17,12 @@ import os
 import sys
 from pathlib import Path
 
+from tpo.contract import Precision
+from tpo.contract.manifest import EXPORTABLE
 from tpo.errors import TPOError
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = tuple(p.value for p in EXPORTABLE)
 SIZES = ("tiny", "small", "videochat-tpo")
 
 
@@ -70,7 +72,7 @@ def build_parser() -> Parser:
 
 def parse(argv: list[str] | None = None):
     """Parsed and checked arguments, or ArgumentError with one line."""
-    from .suite import Plan
+    from .plan import Plan
 
     args = build_parser().parse_args(argv)
     backends = _split(args.backends)
@@ -78,12 +80,12 @@ def parse(argv: list[str] | None = None):
     if bad or not backends:
         raise ArgumentError(f"--backends {' '.join(bad) or '(none)'}: choose from {', '.join(BACKENDS)}")
     precisions = _split(args.precisions)
-    if "int8" in precisions:
+    if Precision.INT8.value in precisions:
         raise ArgumentError("--precisions int8: reserved for the calibration step, not exported yet; use fp32, fp16")
     bad = [x for x in precisions if x not in PRECISIONS]
     if bad or not precisions:
         raise ArgumentError(f"--precisions {' '.join(bad) or '(none)'}: choose from {', '.join(PRECISIONS)}")
-    if "fp32" not in precisions:
+    if Precision.FP32.value not in precisions:
         raise ArgumentError("--precisions: fp32 is required (the reference every ratio and the inputs come from)")
     sizes = _split(args.sizes) if args.sizes is not None else (["tiny"] if args.quick else list(SIZES))
     bad = [x for x in sizes if x not in SIZES]
@@ -102,7 +104,7 @@ def parse(argv: list[str] | None = None):
             raise ArgumentError(f"--artifacts {a}: no such folder")
     if args.out.exists() and not args.out.is_dir():
         raise ArgumentError(f"--out {args.out}: exists and is not a folder")
-    kw = dict(backends=tuple(backends), precisions=tuple(precisions), artifacts=tuple(args.artifacts),
+    kw = dict(backends=tuple(backends), precisions=tuple(Precision(x) for x in precisions), artifacts=tuple(args.artifacts),
               providers=tuple(args.providers) if args.providers else None, threads=args.threads,
               torch_device=args.torch_device,
               source_fps=args.source_fps, sizes=tuple(sizes), cache=args.cache, export_missing=not args.no_export,

@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tpo import manifest as names
+from tpo.contract import graphs as G
+from tpo.contract.tasks import TRACK
 
 
 def make_clip(path: Path, frames: int, width: int, height: int, fps: float) -> Path:
@@ -50,12 +51,12 @@ def measure(artifacts: Path, threads: int, frames: int, width: int, height: int,
         results = list(run)
         wall = time.perf_counter() - start
     t = run.timings
-    if run.task != "track":
+    if run.task != TRACK.name:
         raise SystemExit(f"the model did not route {question!r} to tracking: {results[0].events[0]}")
     # frame_total covers each frame end to end (capture, preprocess, track step, postprocess, the consumer);
     # the question's slow path is not a frame's cost
     total = t.total_s("frame_total")
-    graph = sum(t.total_s(g) for g in names.FAST_PATH)
+    graph = sum(t.total_s(spec.name) for spec in G.FAST_PATH)
     summary = run.summary
     frame_ms = t.summary_ms()["frame_total"]
     return {

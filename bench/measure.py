@@ -12,6 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tpo.contract import Tracker
+from tpo.contract.graphs import GraphSpec
+from tpo.contract.tasks import TASKS
+
+from .plan import LLM_STAGES
 from .stages import summarize
 
 
@@ -90,15 +95,14 @@ class torch_threads:
             torch.set_num_threads(self.prev)
 
 
-def make_tracker(cls, runners: dict, tracker_cfg: dict, prompt: np.ndarray):
-    """A runtime `MaskTracker` on `runners` (name -> runner), whichever way this runtime version takes them
-    (a dict of runners, or a `run(graph, inputs)` callable)."""
-    import inspect
+def tracker_on(runners: dict, tracker_cfg: Tracker, prompt: np.ndarray):
+    """A runtime `MaskTracker` whose graphs are `runners` (graph name -> runner), outside any session."""
+    from tpo.runtime.tracker import MaskTracker
 
-    params = list(inspect.signature(cls.__init__).parameters)
-    if len(params) > 1 and params[1] == "run":
-        return cls(lambda graph, inputs: runners[graph].run(inputs), tracker_cfg, prompt)
-    return cls(runners, tracker_cfg, prompt)
+    def run(spec: GraphSpec, past: dict | None = None, **inputs: np.ndarray):
+        return spec.outputs_of(runners[spec.name].run(spec.feed(past, **inputs)))
+
+    return MaskTracker(run, tracker_cfg, prompt)
 
 
 def sum_counts(counts: list[dict | None]) -> dict | None:
@@ -113,7 +117,7 @@ def extrapolate_layers(by_stage: dict, num_layers: int, base=1, per_layer=(1, 2)
     """t(L) = t(base) + (L - 1) * (t(per_layer[1]) - t(per_layer[0])), per variant, from p50s: `base` is a
     1-layer graph (head included), `per_layer` two graphs one layer apart (the difference is one layer)."""
     out = {}
-    for g in ("llm_prefill", "llm_decode"):
+    for g in LLM_STAGES:
         one, a, b = by_stage.get((g, base)), by_stage.get((g, per_layer[0])), by_stage.get((g, per_layer[1]))
         if one is None or a is None or b is None:
             continue
@@ -136,22 +140,23 @@ def load_config_layers(name: str) -> int:
     return load_config(name).llm.num_layers
 
 
-def first_result(s, task: str, question: str, frames: np.ndarray, fps: float) -> str:
-    """Question in, first result out, as a caller of the session API gets it; returns the task triggered.
+def first_result(s, question: str, frames: np.ndarray, fps: float) -> str:
+    """Question in, first result out, as a caller of `runtime.Stream` gets it; returns the task triggered.
 
-    track: the answer (decoding to the end), the router, the first tracked frame; region: the box of a
-    one-frame question; temporal: the offline windows of the clip; conversation: the text."""
-    if task == "track":
-        ans = s.ask(question, frames, fps, run_heads=False)
-        h = ans.prompts.get("track")
-        if h is not None:
-            prompts = s.route(h)
-            tracker = s.tracker(prompts["track_prompt"])
-            s.track_frame(tracker, frames[0])
-        return ans.task
-    if task == "region":
-        return s.ask(question, frames[len(frames) // 2: len(frames) // 2 + 1], fps).task
-    return s.ask(question, frames, fps).task
+    The stream asks the question about its first frames, then hands each frame to the routed task's runtime
+    module: the first result that shows the answer ends the wait: one with objects (track: the first tracked
+    frame; region: the box), the closing one (temporal: the offline windows of the clip), or the first one
+    for a question no head answers (chat: the text)."""
+    from tpo.runtime.sources import open_source
+    from tpo.runtime.stream import Stream
+    from tpo.runtime.tasks import StreamOptions
+
+    stream = Stream(s, open_source(frames, fps=fps), question, StreamOptions(with_masks=False))
+    for result in stream:
+        if result.objects or result.final or stream.task not in TASKS:
+            break
+    stream.source.close()
+    return stream.task
 
 
 def _track_event(frame, r) -> dict:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tpo.contract import Preprocess
+
 SIZES = ((320, 240), (1280, 720), (1920, 1080))
 GOAL_SIZES = ("1280x720", "1920x1080")
 GOAL_SHARE = 0.10
@@ -39,11 +41,11 @@ def row(size: str, p50: dict[str, float]) -> dict:
 
 
 def measure(frames_by_size: dict[str, np.ndarray], frame_path, step: Callable[[], object], logits: np.ndarray,
-            timer: Callable[[str, dict], object], variant: str, pre: dict) -> dict:
+            timer: Callable[[str, dict], object], variant: str, pre: Preprocess) -> dict:
     """frames_by_size: "WxH" -> [T, H, W, 3] uint8 RGB (T = the clip a question samples); frame_path: the
     session's (`mask_frame`, `mllm_frames`, `mask_and_box`, `describe`); step: one tracking step of a primed
     tracker; logits: [h, w] mask logits; timer(name, {part: fn}) -> `stages.Timed` (the suite's `time_stage`);
-    variant: whose step it is; pre: the manifest's "preprocess" section. Returns the report section."""
+    variant: whose step it is; pre: the manifest's `Preprocess`. Returns the report section."""
     rows, parts_stats, load = [], {}, {}
     for size, frames in frames_by_size.items():
         height, width = frames.shape[1:3]
@@ -60,9 +62,10 @@ def measure(frames_by_size: dict[str, np.ndarray], frame_path, step: Callable[[]
         load[size] = getattr(timed, "load", None)
         rows.append(row(size, {p: parts_stats[size][p]["p50"] for p in PARTS}))
     clip = next(iter(frames_by_size.values())).shape[0] if frames_by_size else 0
-    return {"variant": variant, "frame_path": frame_path.describe(), "mask_size": pre["mask"]["image_size"],
-            "mllm_size": pre["mllm"]["image_size"], "clip_frames": int(clip), "goal": {"share": GOAL_SHARE, "sizes": list(GOAL_SIZES)}, "rows": rows,
-            "parts_ms": parts_stats, "load": load}
+    return {"variant": variant, "frame_path": frame_path.describe(), "mask_size": pre.mask.image_size,
+            "mllm_size": pre.mllm.image_size, "clip_frames": int(clip),
+            "goal": {"share": GOAL_SHARE, "sizes": list(GOAL_SIZES)}, "rows": rows, "parts_ms": parts_stats,
+            "load": load}
 
 
 def markdown(section: dict) -> list[str]:

@@ -1,4 +1,5 @@
-"""The outputs: `report.json` (everything), `report.md` (tables) and PNG plots (matplotlib, the `bench` extra).
+"""The outputs: `report.json` (everything), `report.md` (tables) and PNG plots (`plots.py`: matplotlib, the
+`bench` extra).
 
 `write_report(result, out)` writes all three; without matplotlib the plots are skipped with one line saying
 so (returned and printed, and written into report.md), never silently.
@@ -10,9 +11,8 @@ import json
 import math
 from pathlib import Path
 
+from .plots import plot
 from .preprocessing import markdown as preprocessing_lines
-
-PLOTS = ("latency_stages.png", "scaling.png", "sizes.png", "breakdown.png")
 
 
 def _ms(x) -> str:
@@ -72,13 +72,27 @@ def breakdown_rows(entries: list[dict]) -> list[list]:
 
 
 def markdown(result: dict, plot_note: str | None) -> str:
+    """report.md: the header, then one section per part of the run that has results (see each `_section`)."""
+    lines = _header(result, plot_note) + _goal(result.get("goal", {})) + _stages(result.get("stages", []))
+    lines += preprocessing_lines(result.get("preprocess_sizes") or {})
+    lines += _end_to_end(result) + _scaling(result.get("scaling", {})) + _sizes(result.get("sizes", {}))
+    lines += _machine(result)
+    plots = result.get("plots") or []
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines) + "\n"
+
+
+def _header(result: dict, plot_note: str | None) -> list[str]:
+    """Run, machine, peak, timing and versions; definitions; the variants; the notes."""
     meta = result.get("meta", {})
     peak = result.get("peak", {})
+    machine = meta.get("machine", {})
     lines = ["# tpo-bench report", ""]
     lines += [f"- created {meta.get('created')}, {'quick' if meta.get('quick') else 'full'} run, "
               f"wall {meta.get('wall_s')} s",
-              f"- machine: {meta.get('machine', {}).get('processor')}, {meta.get('machine', {}).get('cpus')} CPUs, "
-              f"{meta.get('threads')} threads per engine; {meta.get('machine', {}).get('platform')}",
+              f"- machine: {machine.get('processor')}, {machine.get('cpus')} CPUs, "
+              f"{meta.get('threads')} threads per engine; {machine.get('platform')}",
               f"- measured peak: {peak.get('flops_per_s', 0) / 1e9:.1f} GFLOP/s (best float32 matmul "
               f"n={peak.get('matmul_n')}: {peak.get('matmul_by')} GFLOP/s), "
               f"{peak.get('bytes_per_s', 0) / 1e9:.1f} GB/s (memcpy, read + write)",
@@ -96,71 +110,84 @@ def markdown(result: dict, plot_note: str | None) -> str:
         notes.append(plot_note)
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return lines
 
-    goal = result.get("goal", {})
-    if goal.get("rows"):
-        lines += ["## Goal: " + goal["target"], ""]
+
+def _breakdown_cell(b: dict, variant: str) -> str:
+    x = b.get(variant)
+    return "-" if not x else (f"{_ms(x['total_ms'])} = engine {_ms(x['engine_ms'])} + adapter "
+                              f"{_ms(x['adapter_ms'])} + host {_ms(x['host_ms'])}")
+
+
+def _goal(goal: dict) -> list[str]:
+    """The goal table, with where the time goes, and the tracking step's graphs side by side."""
+    if not goal.get("rows"):
+        return []
+    rows = []
+    for r in goal["rows"]:
+        b = r.get("breakdown", {})
+        verdict = "met" if r["met"] else "NOT met"
+        if r.get("noisy"):
+            verdict += " (busy machine: noisy)"
+        others = r.get("others_cpus")
+        rows.append([r["size"], r["stage"], r.get("threads", "-"), _ratio(r["ratio"]), verdict,
+                     "-" if others is None else f"{others:.2f}", _breakdown_cell(b, "torch-fp32"),
+                     _breakdown_cell(b, "onnxruntime-fp32")])
+    lines = ["## Goal: " + goal["target"], ""]
+    lines += ["Where the goal is not met the two right-hand columns show where the time goes (mean per call): "
+              "engine = inside the engine's own call, adapter = the runner's casts/conversions, host = "
+              "everything else in the stage. 'other CPUs' = CPUs other processes kept busy while the stage "
+              "ran; above 0.25 a 2-thread PyTorch run can be many times slower than on a quiet machine.", ""]
+    lines += _table(["size", "stage", "threads", "ORT fp32 vs eager", "2x goal", "other CPUs",
+                     "torch-fp32 mean ms", "onnxruntime-fp32 mean ms"], rows)
+    comp = [[r["size"], c["graph"], _ms(c["torch_ms"]), _ms(c["ort_ms"]),
+             f"{c['ratio']:.2f}x" if c.get("ratio") else "-",
+             f"{c['ort_x_floor']:.1f}x" if c.get("ort_x_floor") is not None else "-"]
+            for r in goal["rows"] for c in r.get("components") or []]
+    if comp:
+        lines += ["The tracking step's graphs (p50 ms; the step = these four + host memory-bank updates):", ""]
+        lines += _table(["size", "graph", "torch-fp32", "onnxruntime-fp32", "ratio", "ORT x floor"], comp)
+    return lines
+
+
+BREAKDOWN_HEADER = ["stage", "variant", "mean ms", "engine ms", "adapter ms", "host ms", "engine share"]
+
+
+def _stages(stages: list[dict]) -> list[str]:
+    """The tiny stages, where their time goes, and their counted FLOPs and bytes."""
+    if not stages:
+        return []
+    lines = ["## Stages (tiny, embedded checkpoint, 320x240 clip)", ""]
+    lines += _table(STAGE_HEADER + ["floor ms", "x floor"], stage_rows(stages))
+    bdr = breakdown_rows(stages)
+    if bdr:
+        lines += ["### Where the time goes", "",
+                  "engine = inside the engine call (ORT session.run / module forward); adapter = the runner's "
+                  "input casts and conversions; host = the rest of the stage (numpy state, pre/postprocess).", ""]
+        lines += _table(BREAKDOWN_HEADER, bdr)
+    counted = [e for e in stages if e.get("count")]
+    if counted:
+        lines += ["### FLOPs and bytes (counted from the fp32 ONNX graphs at the shapes fed)", ""]
         rows = []
-        for r in goal["rows"]:
-            b = r.get("breakdown", {})
+        for e in counted:
+            c, f = e["count"], e.get("floor") or {}
+            rows.append([e["label"], f"{c['flops'] / 1e9:.3f}", f"{c['matmul_flops'] / 1e9:.3f}",
+                         f"{c['bytes'] / 1e6:.2f}", f"{c['activation_bytes'] / 1e6:.2f}",
+                         _ms(f.get("floor_ms")), f.get("bound", "-"), c.get("uncounted_count", 0)])
+        lines += _table(["stage", "GFLOP", "matmul GFLOP", "MB (weights + I/O)", "activation MB", "floor ms",
+                         "bound", "uncounted nodes"], rows)
+    return lines
 
-            def bd(v, b=b):
-                x = b.get(v)
-                return "-" if not x else (f"{_ms(x['total_ms'])} = engine {_ms(x['engine_ms'])} + adapter "
-                                          f"{_ms(x['adapter_ms'])} + host {_ms(x['host_ms'])}")
 
-            verdict = "met" if r["met"] else "NOT met"
-            if r.get("noisy"):
-                verdict += " (busy machine: noisy)"
-            others = r.get("others_cpus")
-            rows.append([r["size"], r["stage"], r.get("threads", "-"), _ratio(r["ratio"]), verdict,
-                         "-" if others is None else f"{others:.2f}", bd("torch-fp32"), bd("onnxruntime-fp32")])
-        lines += ["Where the goal is not met the two right-hand columns show where the time goes (mean per call): "
-                  "engine = inside the engine's own call, adapter = the runner's casts/conversions, host = "
-                  "everything else in the stage. 'other CPUs' = CPUs other processes kept busy while the stage "
-                  "ran; above 0.25 a 2-thread PyTorch run can be many times slower than on a quiet machine.", ""]
-        lines += _table(["size", "stage", "threads", "ORT fp32 vs eager", "2x goal", "other CPUs",
-                         "torch-fp32 mean ms", "onnxruntime-fp32 mean ms"], rows)
-        comp = [[r["size"], c["graph"], _ms(c["torch_ms"]), _ms(c["ort_ms"]),
-                 f"{c['ratio']:.2f}x" if c.get("ratio") else "-",
-                 f"{c['ort_x_floor']:.1f}x" if c.get("ort_x_floor") is not None else "-"]
-                for r in goal["rows"] for c in r.get("components") or []]
-        if comp:
-            lines += ["The tracking step's graphs (p50 ms; the step = these four + host memory-bank updates):", ""]
-            lines += _table(["size", "graph", "torch-fp32", "onnxruntime-fp32", "ratio", "ORT x floor"], comp)
-
-    stages = result.get("stages", [])
-    if stages:
-        lines += ["## Stages (tiny, embedded checkpoint, 320x240 clip)", ""]
-        lines += _table(STAGE_HEADER + ["floor ms", "x floor"], stage_rows(stages))
-        bdr = breakdown_rows(stages)
-        if bdr:
-            lines += ["### Where the time goes", "",
-                      "engine = inside the engine call (ORT session.run / module forward); adapter = the runner's "
-                      "input casts and conversions; host = the rest of the stage (numpy state, pre/postprocess).", ""]
-            lines += _table(["stage", "variant", "mean ms", "engine ms", "adapter ms", "host ms", "engine share"], bdr)
-        counted = [e for e in stages if e.get("count")]
-        if counted:
-            lines += ["### FLOPs and bytes (counted from the fp32 ONNX graphs at the shapes fed)", ""]
-            rows = []
-            for e in counted:
-                c, f = e["count"], e.get("floor") or {}
-                rows.append([e["label"], f"{c['flops'] / 1e9:.3f}", f"{c['matmul_flops'] / 1e9:.3f}",
-                             f"{c['bytes'] / 1e6:.2f}", f"{c['activation_bytes'] / 1e6:.2f}",
-                             _ms(f.get("floor_ms")), f.get("bound", "-"), c.get("uncounted_count", 0)])
-            lines += _table(["stage", "GFLOP", "matmul GFLOP", "MB (weights + I/O)", "activation MB", "floor ms",
-                             "bound", "uncounted nodes"], rows)
-
-    lines += preprocessing_lines(result.get("preprocess_sizes") or {})
-
+def _end_to_end(result: dict) -> list[str]:
+    """Time to first result, the file stream and the live source."""
+    lines = []
     ttfr = result.get("first_result", {})
     if ttfr:
         lines += ["## Time to first result", ""]
-        entries = list(ttfr.values())
-        lines += _table(STAGE_HEADER, stage_rows(entries, with_floor=False))
+        lines += _table(STAGE_HEADER, stage_rows(list(ttfr.values()), with_floor=False))
         trig = [[t, ", ".join(f"{v}: {k}" for v, k in e.get("triggered", {}).items())] for t, e in ttfr.items()]
         lines += _table(["question task", "task triggered per variant"], trig)
-
     stream = result.get("stream", {})
     if stream.get("variants"):
         lines += [f"## Stream from a file ({stream['frames']} frames, capture -> frame path -> JSONL)", ""]
@@ -178,39 +205,51 @@ def markdown(result: dict, plot_note: str | None) -> str:
                 for v, d in live["variants"].items()]
         lines += _table(["variant", "frames in", "processed", "dropped", "deadline misses", "processed fps",
                          "latency p50 ms", "p95 ms", "p99 ms"], rows)
+    return lines
 
-    scaling = result.get("scaling", {})
-    if scaling:
-        lines += ["## Scaling (tiny)", ""]
-        for axis, d in scaling.items():
-            variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
-            rows = []
-            for x, e in zip(d["x"], d["stages"]):
-                rows.append([x] + [_ms(e["variants"].get(v, {}).get("p50")) for v in variants] +
-                            [_ratio(e["ratios"].get(v)) for v in variants if v != e.get("baseline")])
-            ratio_cols = [f"{v} ratio" for v in variants if v != d["stages"][0].get("baseline")]
-            lines += [f"### {axis}", ""] + _table([axis] + [f"{v} p50 ms" for v in variants] + ratio_cols, rows)
 
-    sizes = result.get("sizes", {})
-    if sizes:
-        lines += ["## Model sizes", ""]
-        for size, d in sizes.items():
-            extra = f", {d['params_m']} M parameters" if d.get("params_m") else ""
-            extra += f" ({d['params_note']})" if d.get("params_note") else ""
-            lines += [f"### {size} ({d.get('weights')}{extra})", ""]
-            lines += _table(STAGE_HEADER + ["floor ms", "x floor"], stage_rows(d.get("stages", [])))
-            bdr = breakdown_rows(d.get("stages", []))
-            if bdr:
-                lines += _table(["stage", "variant", "mean ms", "engine ms", "adapter ms", "host ms", "engine share"],
-                                bdr)
-            for g, ex in (d.get("extrapolated") or {}).items():
-                lines += [f"**{g}: {ex['label']}**", ""]
-                rows = [[v] + [_ms(x) if isinstance(x, float) else x for x in r.values()]
-                        for v, r in ex["variants"].items()]
-                if rows:
-                    keys = list(next(iter(ex["variants"].values())).keys())
-                    lines += _table(["variant"] + keys, rows)
+def _scaling(scaling: dict) -> list[str]:
+    """One table per scaling axis: p50 per variant and the ratios to the baseline."""
+    if not scaling:
+        return []
+    lines = ["## Scaling (tiny)", ""]
+    for axis, d in scaling.items():
+        variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
+        rows = []
+        for x, e in zip(d["x"], d["stages"]):
+            rows.append([x] + [_ms(e["variants"].get(v, {}).get("p50")) for v in variants] +
+                        [_ratio(e["ratios"].get(v)) for v in variants if v != e.get("baseline")])
+        ratio_cols = [f"{v} ratio" for v in variants if v != d["stages"][0].get("baseline")]
+        lines += [f"### {axis}", ""] + _table([axis] + [f"{v} p50 ms" for v in variants] + ratio_cols, rows)
+    return lines
 
+
+def _sizes(sizes: dict) -> list[str]:
+    """Per model size: its stages, where their time goes, and the extrapolated LLM costs."""
+    if not sizes:
+        return []
+    lines = ["## Model sizes", ""]
+    for size, d in sizes.items():
+        extra = f", {d['params_m']} M parameters" if d.get("params_m") else ""
+        extra += f" ({d['params_note']})" if d.get("params_note") else ""
+        lines += [f"### {size} ({d.get('weights')}{extra})", ""]
+        lines += _table(STAGE_HEADER + ["floor ms", "x floor"], stage_rows(d.get("stages", [])))
+        bdr = breakdown_rows(d.get("stages", []))
+        if bdr:
+            lines += _table(BREAKDOWN_HEADER, bdr)
+        for g, ex in (d.get("extrapolated") or {}).items():
+            lines += [f"**{g}: {ex['label']}**", ""]
+            rows = [[v] + [_ms(x) if isinstance(x, float) else x for x in r.values()]
+                    for v, r in ex["variants"].items()]
+            if rows:
+                keys = list(next(iter(ex["variants"].values())).keys())
+                lines += _table(["variant"] + keys, rows)
+    return lines
+
+
+def _machine(result: dict) -> list[str]:
+    """The machine's load per part and the memory after each."""
+    lines = []
     load = result.get("load", {})
     if load:
         lines += ["## Machine load", "", "CPUs kept busy by other processes while each part ran (machine busy time "
@@ -228,140 +267,7 @@ def markdown(result: dict, plot_note: str | None) -> str:
             lines += [f"Device memory: {mem['device']}", ""]
             lines += _table(["after", "MiB"], [[m["phase"], ", ".join(f"{k} {v}" for k, v in m.items() if k != "phase")]
                                                for m in mem["device_used_mb"]])
-    plots = result.get("plots") or []
-    if plots:
-        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
-    return "\n".join(lines) + "\n"
-
-
-def plot(result: dict, out: Path) -> tuple[list[str], str | None]:
-    """The PNGs; ([], one-line reason) without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return [], "plots: skipped, matplotlib is not installed (pip install 'tpo-edge[bench]')"
-    written = []
-    stages = result.get("stages", [])
-    if stages:
-        variants = list(dict.fromkeys(v for e in stages for v in e["samples_ms"]))
-        boxes = sum(1 for e in stages for v in variants if e["samples_ms"].get(v))
-        fig, ax = plt.subplots(figsize=(11, 0.2 * boxes + 0.25 * len(stages) + 1.5))
-        pos, labels, data, colours = [], [], [], []
-        cmap = plt.get_cmap("tab10")
-        y = 0.0
-        ticks = []
-        for e in stages:
-            vs = [v for v in variants if e["samples_ms"].get(v)]
-            start = y
-            for v in vs:
-                data.append(e["samples_ms"][v])
-                pos.append(y)
-                colours.append(cmap(variants.index(v) % 10))
-                y += 1
-            ticks.append(((start + y - 1) / 2, e["stage"]))
-            y += 0.8
-        box = dict(positions=pos, widths=0.7, patch_artist=True, showfliers=True, whis=(1, 99),
-                   flierprops={"markersize": 2}, medianprops={"color": "black", "linewidth": 1.5})
-        try:
-            bp = ax.boxplot(data, orientation="horizontal", **box)      # matplotlib >= 3.10
-        except TypeError:
-            bp = ax.boxplot(data, vert=False, **box)
-        for patch, c in zip(bp["boxes"], colours):
-            patch.set_facecolor(c)
-            patch.set_edgecolor(c)
-        ax.set_xscale("log")
-        ax.set_yticks([t[0] for t in ticks], [t[1] for t in ticks], fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("ms per call (log); box = p25-p75, whiskers = p1-p99")
-        handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i % 10)) for i in range(len(variants))]
-        ax.legend(handles, variants, fontsize=8, loc="lower right")
-        ax.set_title("latency per stage (tiny)")
-        fig.tight_layout()
-        fig.savefig(out / "latency_stages.png", dpi=110)
-        plt.close(fig)
-        written.append("latency_stages.png")
-    scaling = result.get("scaling", {})
-    if scaling:
-        n = len(scaling)
-        cols = min(3, n)
-        rows = math.ceil(n / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-        for ax, (axis, d) in zip(axes.flat, scaling.items()):
-            variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
-            xs = list(range(len(d["x"])))
-            for v in variants:
-                ys = [e["variants"].get(v, {}).get("p50") for e in d["stages"]]
-                ax.plot(xs, [y if y is not None else float("nan") for y in ys], marker="o", label=v)
-            labels = [str(x) for x in d["x"]]
-            long = max(len(x) for x in labels) > 9
-            ax.set_xticks(xs, labels, rotation=20 if long else 0, ha="right" if long else "center",
-                          fontsize=7 if long else 9)
-            ax.set_yscale("log")
-            ax.set_title(axis, fontsize=9)
-            ax.set_ylabel("p50 ms")
-            ax.legend(fontsize=7)
-        for ax in list(axes.flat)[n:]:
-            ax.axis("off")
-        fig.tight_layout()
-        fig.savefig(out / "scaling.png", dpi=110)
-        plt.close(fig)
-        written.append("scaling.png")
-    sizes = result.get("sizes", {})
-    if sizes:
-        stage_names = list(dict.fromkeys(e["stage"] for d in sizes.values() for e in d.get("stages", [])))
-        variants = list(dict.fromkeys(v for d in sizes.values() for e in d.get("stages", []) for v in e["variants"]))
-        if stage_names:
-            fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(stage_names) * len(sizes)), 4.5))
-            width = 0.8 / max(1, len(sizes) * len(variants))
-            k = 0
-            cmap = plt.get_cmap("tab20")
-            for size, d in sizes.items():
-                by = {e["stage"]: e for e in d.get("stages", [])}
-                for v in variants:
-                    ys = [by[s]["variants"].get(v, {}).get("p50") if s in by else None for s in stage_names]
-                    xs = [i + k * width for i in range(len(stage_names))]
-                    ax.bar(xs, [y or 0 for y in ys], width, label=f"{size} {v}", color=cmap(k % 20))
-                    k += 1
-            ax.set_yscale("log")
-            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(stage_names))], stage_names, rotation=35,
-                          ha="right", fontsize=8)
-            ax.set_ylabel("p50 ms (log)")
-            ax.set_title("model size: tiny / small / videochat-tpo dimensions")
-            ax.legend(fontsize=7, ncol=2)
-            fig.tight_layout()
-            fig.savefig(out / "sizes.png", dpi=110)
-            plt.close(fig)
-            written.append("sizes.png")
-    bars = []
-    sized = [e for d in sizes.values() for e in d.get("stages", []) if e["group"].startswith("size:")]
-    for e in stages + sized:
-        if e["group"] == "composite" or e["stage"].split("[")[0] in ("vision_encoder", "track_step"):
-            tag = f" ({e['group'][5:]})" if e["group"].startswith("size:") else ""
-            for v, b in (e.get("breakdown") or {}).items():
-                bars.append((f"{e['stage']}{tag}\n{v}", b))
-    if bars:
-        fig, ax = plt.subplots(figsize=(10, 0.4 * len(bars) + 1.5))
-        labels = [b[0] for b in bars]
-        eng = [b[1]["engine_ms"] for b in bars]
-        ada = [max(0.0, b[1]["adapter_ms"]) for b in bars]
-        host = [max(0.0, b[1]["host_ms"]) for b in bars]
-        ys = range(len(bars))
-        ax.barh(ys, eng, label="engine")
-        ax.barh(ys, ada, left=eng, label="adapter (casts, conversions)")
-        ax.barh(ys, host, left=[a + b for a, b in zip(eng, ada)], label="host (numpy, Python)")
-        ax.set_yticks(list(ys), labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("mean ms per call")
-        ax.legend(fontsize=8)
-        ax.set_title("where the time goes")
-        fig.tight_layout()
-        fig.savefig(out / "breakdown.png", dpi=110)
-        plt.close(fig)
-        written.append("breakdown.png")
-    return written, None
+    return lines
 
 
 def write_report(result: dict, out: str | Path) -> dict:

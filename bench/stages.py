@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-STAT_KEYS = ("count", "mean", "p50", "p95", "p99", "min", "max", "std", "jitter")
-
 
 def percentile(xs: Sequence[float], q: float) -> float:
     a = np.asarray(xs, dtype=np.float64)
@@ -78,15 +76,6 @@ class Timed:
         if baseline not in self.rounds:
             return {}
         return {v: ratio_per_round(self.rounds[baseline], r) for v, r in self.rounds.items() if v != baseline}
-
-
-def time_calls(fn: Callable[[], object], n: int, clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    out = []
-    for _ in range(n):
-        start = clock()
-        fn()
-        out.append(clock() - start)
-    return out
 
 
 def alternate(stage: str, variants: dict[str, Callable[[], object]], rounds: int, iters: int, warmup: int = 2,

@@ -132,6 +132,94 @@ def _prepare_dir(out: Path, overwrite: bool) -> None:
     (out / "annotations").mkdir(parents=True, exist_ok=True)
 
 
+class _Annotations:
+    """What make_dataset writes besides the videos, gathered clip by clip: the COCO/YouTube-VIS tracks, the
+    QVHighlights, query and clip lines, and the counts and stats of meta.json."""
+
+    def __init__(self, seed: int) -> None:
+        self.coco = {
+            "info": {"description": "tpo-edge synthetic grounding clips", "version": GENERATOR_VERSION, "seed": seed},
+            "videos": [], "images": [], "annotations": [],
+            "categories": [{"id": category_id(c, s), "name": f"{c} {s}", "colour": c, "shape": s,
+                            "supercategory": "shape"} for c, s in CATEGORIES],
+        }
+        self.qvh_lines: list[dict] = []
+        self.query_lines: list[dict] = []
+        self.clip_lines: list[dict] = []
+        self.per_task = dict.fromkeys(TASKS, 0)
+        self.stats = {"clips_with_occlusion": 0, "objects": 0, "objects_hidden_for_a_while": 0,
+                      "temporal_partial": 0, "temporal_multi_span": 0}
+        self.image_id = self.ann_id = self.track_id = 0
+
+    def add_clip(self, i: int, clip, video: Path, qvh_clip_length_s: float) -> None:
+        first_track = self.track_id + 1
+        self.track_id += len(clip.spec.objects)
+        self._add_coco(i + 1, clip, video, first_track)
+        self._add_clip_line(i, clip, video, first_track)
+        self._add_queries(clip, qvh_clip_length_s)
+
+    def _add_coco(self, vid_id: int, clip, video: Path, first_track: int) -> None:
+        """The video, one image per frame and one annotation per visible object (mask as RLE)."""
+        spec, coco = clip.spec, self.coco
+        coco["videos"].append({"id": vid_id, "name": clip.name, "file_name": f"videos/{video.name}",
+                               "width": spec.width, "height": spec.height, "fps": spec.fps,
+                               "num_frames": spec.num_frames, "duration": spec.duration_s})
+        for t in range(spec.num_frames):
+            self.image_id += 1
+            coco["images"].append({"id": self.image_id, "video_id": vid_id, "frame_id": t,
+                                   "file_name": f"videos/{video.name}", "width": spec.width,
+                                   "height": spec.height})
+            ks = [int(k) for k in np.flatnonzero(clip.areas[t] > 0)]
+            if not ks:
+                continue
+            for k, rle in zip(ks, _rle_masks(clip.labels[t], ks)):
+                self.ann_id += 1
+                x1, y1, x2, y2 = (int(v) for v in clip.boxes[t, k])
+                o = spec.objects[k]
+                coco["annotations"].append({
+                    "id": self.ann_id, "image_id": self.image_id, "video_id": vid_id, "frame_id": t,
+                    "category_id": category_id(o.colour, o.shape), "track_id": first_track + k, "object_id": k,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(clip.areas[t, k]), "segmentation": rle,
+                    "iscrowd": 0, "occluded": bool(clip.occluded[t, k]),
+                })
+
+    def _add_clip_line(self, i: int, clip, video: Path, first_track: int) -> None:
+        spec = clip.spec
+        objects = []
+        for k, o in enumerate(spec.objects):
+            objects.append({"object_id": k, "track_id": first_track + k,
+                            "category_id": category_id(o.colour, o.shape), "colour": o.colour, "shape": o.shape,
+                            "spans": [list(s) for s in clip.spans[k]],
+                            "occluded_frames": [int(t) for t in np.flatnonzero(clip.occluded[:, k])]})
+            self.stats["objects"] += 1
+            self.stats["objects_hidden_for_a_while"] += not clip.visible[:, k].all()
+        self.stats["clips_with_occlusion"] += bool(clip.occluded.any())
+        self.clip_lines.append({"vid": clip.name, "index": i, "video": f"videos/{video.name}", "fps": spec.fps,
+                                "num_frames": spec.num_frames, "duration": spec.duration_s, "width": spec.width,
+                                "height": spec.height, "objects": objects, "spec": spec.to_dict()})
+
+    def _add_queries(self, clip, qvh_clip_length_s: float) -> None:
+        """Every query; temporal ones also as QVHighlights lines (clip ids and saliency of its windows)."""
+        spec = clip.spec
+        for q in clip.queries:
+            self.per_task[q.task] += 1
+            self.query_lines.append(q.to_dict())
+            if q.task != "temporal":
+                continue
+            ids, scores = qvhighlights_clip_labels(list(q.spans), spec.duration_s, qvh_clip_length_s)
+            self.qvh_lines.append({"qid": q.qid, "query": q.question, "vid": q.vid, "duration": spec.duration_s,
+                                   "relevant_windows": [list(s) for s in q.spans], "relevant_clip_ids": ids,
+                                   "saliency_scores": scores})
+            self.stats["temporal_partial"] += not clip.visible[:, q.object_id].all()
+            self.stats["temporal_multi_span"] += len(q.spans) > 1
+
+    def write(self, ann: Path) -> None:
+        (ann / "coco.json").write_text(json.dumps(self.coco, separators=(",", ":")) + "\n")
+        for name, lines in (("qvhighlights.jsonl", self.qvh_lines), ("queries.jsonl", self.query_lines),
+                            ("clips.jsonl", self.clip_lines)):
+            (ann / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
 def make_dataset(out_dir: str | Path, clips: int, seed: int, config: SceneConfig | None = None,
                  overwrite: bool = False, progress: bool = False) -> dict:
     """Write clips 0..clips-1 of stream `seed` (see module docstring); returns the meta.json content."""
@@ -141,17 +229,7 @@ def make_dataset(out_dir: str | Path, clips: int, seed: int, config: SceneConfig
     out = Path(out_dir)
     _prepare_dir(out, overwrite)
     codec = choose_codec(out / "videos")
-    coco = {
-        "info": {"description": "tpo-edge synthetic grounding clips", "version": GENERATOR_VERSION, "seed": seed},
-        "videos": [], "images": [], "annotations": [],
-        "categories": [{"id": category_id(c, s), "name": f"{c} {s}", "colour": c, "shape": s,
-                        "supercategory": "shape"} for c, s in CATEGORIES],
-    }
-    qvh_lines, query_lines, clip_lines = [], [], []
-    per_task = dict.fromkeys(TASKS, 0)
-    stats = {"clips_with_occlusion": 0, "objects": 0, "objects_hidden_for_a_while": 0,
-             "temporal_partial": 0, "temporal_multi_span": 0}
-    image_id = ann_id = track_id = 0
+    annotations = _Annotations(seed)
     indices = range(clips)
     if progress:
         from tqdm import tqdm
@@ -159,67 +237,16 @@ def make_dataset(out_dir: str | Path, clips: int, seed: int, config: SceneConfig
         indices = tqdm(indices, desc="clips", unit="clip")
     for i in indices:
         clip = make_clip(i, seed, config)
-        spec = clip.spec
-        video = write_video(out / "videos" / clip.name, clip.frames, spec.fps, codec)
-        vid_id = i + 1
-        coco["videos"].append({"id": vid_id, "name": clip.name, "file_name": f"videos/{video.name}",
-                               "width": spec.width, "height": spec.height, "fps": spec.fps,
-                               "num_frames": spec.num_frames, "duration": spec.duration_s})
-        first_track = track_id + 1
-        track_id += len(spec.objects)
-        for t in range(spec.num_frames):
-            image_id += 1
-            coco["images"].append({"id": image_id, "video_id": vid_id, "frame_id": t,
-                                   "file_name": f"videos/{video.name}", "width": spec.width,
-                                   "height": spec.height})
-            ks = [int(k) for k in np.flatnonzero(clip.areas[t] > 0)]
-            if not ks:
-                continue
-            for k, rle in zip(ks, _rle_masks(clip.labels[t], ks)):
-                ann_id += 1
-                x1, y1, x2, y2 = (int(v) for v in clip.boxes[t, k])
-                o = spec.objects[k]
-                coco["annotations"].append({
-                    "id": ann_id, "image_id": image_id, "video_id": vid_id, "frame_id": t,
-                    "category_id": category_id(o.colour, o.shape), "track_id": first_track + k, "object_id": k,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(clip.areas[t, k]), "segmentation": rle,
-                    "iscrowd": 0, "occluded": bool(clip.occluded[t, k]),
-                })
-        objects = []
-        for k, o in enumerate(spec.objects):
-            objects.append({"object_id": k, "track_id": first_track + k,
-                            "category_id": category_id(o.colour, o.shape), "colour": o.colour, "shape": o.shape,
-                            "spans": [list(s) for s in clip.spans[k]],
-                            "occluded_frames": [int(t) for t in np.flatnonzero(clip.occluded[:, k])]})
-            stats["objects"] += 1
-            stats["objects_hidden_for_a_while"] += not clip.visible[:, k].all()
-        stats["clips_with_occlusion"] += bool(clip.occluded.any())
-        clip_lines.append({"vid": clip.name, "index": i, "video": f"videos/{video.name}", "fps": spec.fps,
-                           "num_frames": spec.num_frames, "duration": spec.duration_s, "width": spec.width,
-                           "height": spec.height, "objects": objects, "spec": spec.to_dict()})
-        for q in clip.queries:
-            per_task[q.task] += 1
-            query_lines.append(q.to_dict())
-            if q.task != "temporal":
-                continue
-            ids, scores = qvhighlights_clip_labels(list(q.spans), spec.duration_s, config.qvh_clip_length_s)
-            qvh_lines.append({"qid": q.qid, "query": q.question, "vid": q.vid, "duration": spec.duration_s,
-                              "relevant_windows": [list(s) for s in q.spans], "relevant_clip_ids": ids,
-                              "saliency_scores": scores})
-            stats["temporal_partial"] += not clip.visible[:, q.object_id].all()
-            stats["temporal_multi_span"] += len(q.spans) > 1
-    ann = out / "annotations"
-    (ann / "coco.json").write_text(json.dumps(coco, separators=(",", ":")) + "\n")
-    for name, lines in (("qvhighlights.jsonl", qvh_lines), ("queries.jsonl", query_lines),
-                        ("clips.jsonl", clip_lines)):
-        (ann / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+        video = write_video(out / "videos" / clip.name, clip.frames, clip.spec.fps, codec)
+        annotations.add_clip(i, clip, video, config.qvh_clip_length_s)
+    annotations.write(out / "annotations")
     meta = {
         "generator": "tpo.data.files", "version": GENERATOR_VERSION, "seed": seed, "clips": clips,
         "video_codec": codec, "video_ext": ".mp4" if codec == "mp4v" else ".avi",
         "qvhighlights_clip_length_s": config.qvh_clip_length_s,
-        "counts": {"frames": len(coco["images"]), "annotations": len(coco["annotations"]),
-                   "queries": len(query_lines), "queries_per_task": per_task},
-        "stats": stats, "config": asdict(config),
+        "counts": {"frames": len(annotations.coco["images"]), "annotations": len(annotations.coco["annotations"]),
+                   "queries": len(annotations.query_lines), "queries_per_task": annotations.per_task},
+        "stats": annotations.stats, "config": asdict(config),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -62,13 +62,14 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     return opts
 
 
-def print_summary(manifest: dict) -> None:
-    parity = manifest["parity"]
+def print_summary(manifest) -> None:
+    """The precision map and the gate's numbers (manifest: a tpo.contract.Manifest)."""
+    parity = manifest.parity
     print(f"\n{'graph':24s} {'size':>10s} {'precision':>9s} {'max_rel':>9s}  fp32 islands")
-    for name, g in manifest["graphs"].items():
+    for name, g in manifest.graphs.items():
         r = parity["graphs"][name]
-        islands = ",".join(g["fp32_islands"]) or "-"
-        print(f"{name:24s} {g['bytes'] / 1e6:8.2f}MB {g['precision']:>9s} {r['max_rel']:9.2e}  {islands}")
+        islands = ",".join(g.fp32_islands) or "-"
+        print(f"{name:24s} {g.bytes / 1e6:8.2f}MB {g.precision.value:>9s} {r['max_rel']:9.2e}  {islands}")
     tasks = parity.get("tasks")
     if tasks:
         w = tasks["worst"]
@@ -80,15 +81,15 @@ def print_summary(manifest: dict) -> None:
 
 
 def check_tensorrt(out: Path) -> int:
-    from tpo.manifest import Manifest
+    from tpo.contract import Manifest
 
-    from .tensorrt import lint_manifest
+    from .tensorrt_lint import lint_manifest
 
     manifest = Manifest.load(out)
-    problems = lint_manifest(manifest.data, out)
+    problems = lint_manifest(manifest)
     for line in problems:
         print(line)
-    print(f"{len(problems)} problem(s) in {len(manifest['graphs'])} graphs")
+    print(f"{len(problems)} problem(s) in {len(manifest.graphs)} graphs")
     return 1 if problems else 0
 
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return check_tensorrt(args.out)
         opts = options_from_args(args)
         if "tensorrt" in opts.targets:
-            from .tensorrt import TensorRTUnavailable, probe_tensorrt
+            from .tensorrt_probe import TensorRTUnavailable, probe_tensorrt
 
             try:
                 probe_tensorrt()
@@ -119,18 +120,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tpo-export: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        print(json.dumps(manifest["parity"], indent=2))
+        print(json.dumps(manifest.parity, indent=2))
     else:
         print_summary(manifest)
-    print(f"wrote {args.out} ({len(manifest['graphs'])} graphs, {manifest['precision']})")
+    print(f"wrote {args.out} ({len(manifest.graphs)} graphs, {manifest.precision.value})")
     if "tensorrt" in opts.targets:
         return tensorrt_target(manifest, args.out)
     return 0
 
 
-def tensorrt_target(manifest: dict, out: Path) -> int:
+def tensorrt_target(manifest, out: Path) -> int:
     """Build engines for a finished ONNX export; without a GPU or TensorRT: one line, exit 4."""
-    from .tensorrt import build_engines
+    from .tensorrt_build import build_engines
 
     try:
         built = build_engines(manifest, out, progress=print)

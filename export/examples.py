@@ -1,6 +1,6 @@
 """Inputs for each graph: small ones to trace with, and real ones (from clips) to check parity on.
 
-`trace_example(defn, model)`: every symbolic dimension sized 2 or 3 (never 1: a size-1 example silently pins a
+`trace_example(defn)`: every symbolic dimension sized 2 or 3 (never 1: a size-1 example silently pins a
 dimension to 1 in some SAM2 pieces), values in each tensor's domain (valid masks with some True, time rows in
 range, a past length different from the new length).
 
@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tpo import manifest as names
+from tpo.contract import graphs as G
+from tpo.contract.graphs import TensorSpec
 from tpo.model.generate import temporal_source
 from tpo.model.graphs import GraphDef
 from tpo.model.mask_tracker import track
@@ -27,31 +28,34 @@ from tpo.model.tpo_model import TPOModel
 Inputs = dict[str, Tensor]
 TRACE_SIZES = {"batch": 2, "num_vision_tokens": 98, "sequence": 3, "past_sequence": 5, "total_sequence": 8,
                "boxes": 2, "text_tokens": 5, "clips": 6, "objects": 2}
+EXAMPLE_BOXES = ((0.1, 0.2, 0.5, 0.6), (0.3, 0.3, 0.9, 0.8))
 
 
-def trace_example(defn: GraphDef, model: TPOModel) -> tuple[Tensor, ...]:
+def example_tensor(t: TensorSpec, sizes: dict[str, int], g: torch.Generator) -> Tensor:
+    """A tensor of `t`'s shape (dynamic dimensions at `sizes`) with values in its declared domain."""
+    shape = [sizes[d] if isinstance(d, str) else d for d in t.shape]
+    if t.domain == "ones":
+        return torch.ones(shape, dtype=torch.int64)
+    if t.domain == "positions":
+        return torch.arange(sizes["past_sequence"], sizes["total_sequence"]).expand(shape).clone()
+    if t.domain == "slot_times":
+        return torch.arange(shape[-1]).expand(shape).clone()
+    if t.domain == "flag":
+        return torch.tensor(True)
+    if t.domain == "valid":
+        x = torch.ones(shape, dtype=torch.bool)
+        if len(shape) == 2 and shape[1] > 1:
+            x[:, -1] = False        # exercise the invalid path, keep the first valid
+        return x
+    if t.domain == "box_corners":
+        return torch.tensor(EXAMPLE_BOXES).repeat(-(-shape[0] // len(EXAMPLE_BOXES)), 1)[: shape[0]]
+    return torch.randn(shape, generator=g)
+
+
+def trace_example(defn: GraphDef) -> tuple[Tensor, ...]:
+    """Inputs to trace `defn` with: every dynamic dimension at 2 or more, values in each tensor's domain."""
     g = torch.Generator().manual_seed(0)
-    out = []
-    for t in defn.inputs:
-        shape = [TRACE_SIZES[d] if isinstance(d, str) else d for d in t.shape]
-        if t.name == "attention_mask":
-            out.append(torch.ones(shape, dtype=torch.int64))
-        elif t.name == "position_ids":
-            out.append(torch.arange(TRACE_SIZES["past_sequence"], TRACE_SIZES["total_sequence"]).expand(shape).clone())
-        elif t.name == "memory_time":
-            out.append(torch.arange(shape[1]).expand(shape).clone())
-        elif t.dtype == "bool" and t.shape == ():
-            out.append(torch.tensor(True))
-        elif t.dtype == "bool":
-            x = torch.ones(shape, dtype=torch.bool)
-            if len(shape) == 2 and shape[1] > 1:
-                x[:, -1] = False        # exercise the invalid path, keep the first valid
-            out.append(x)
-        elif t.name == "boxes":
-            out.append(torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]]))
-        else:
-            out.append(torch.randn(shape, generator=g))
-    return tuple(out)
+    return tuple(example_tensor(t, TRACE_SIZES, g) for t in defn.inputs)
 
 
 class _Recorder:
@@ -75,11 +79,11 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
     frames = video.frames[middle_frame_indices(cfg.vision.num_frames, video.frames.shape[0])]
     pixels = mllm_pixels(frames, cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std)
     image_pixels = mllm_pixels(frames[len(frames) // 2:][:1], cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std)
-    out[names.VISION_ENCODER] = [{"pixels": pixels}]
-    out[names.VISION_ENCODER_IMAGE] = [{"pixels": image_pixels}]
+    out[G.VISION_ENCODER.name] = [G.VISION_ENCODER.feed(pixels=pixels)]
+    out[G.VISION_ENCODER_IMAGE.name] = [G.VISION_ENCODER_IMAGE.feed(pixels=image_pixels)]
     tokens = model.vision_layernorm(model.vision_encoder(pixels))
     image_tokens = model.vision_layernorm(model.vision_encoder(image_pixels))
-    out[names.CONNECTOR] = [{"vision_tokens": tokens}, {"vision_tokens": image_tokens}]
+    out[G.CONNECTOR.name] = [G.CONNECTOR.feed(vision_tokens=tokens), G.CONNECTOR.feed(vision_tokens=image_tokens)]
     visual = model.connector(tokens)
 
     # language path: prefill with an empty past, then one decode step
@@ -87,27 +91,27 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
     embeds = model.embed_prompt(prompt, visual, placeholder_ids={})
     n = embeds.shape[1]
     layers, kv, hd = cfg.llm.num_layers, cfg.llm.num_kv_heads, cfg.llm.head_dim
-    empty = {name: torch.zeros(1, kv, 0, hd) for name in names.past_names(layers)}
-    prefill = {"inputs_embeds": embeds, "attention_mask": torch.ones(1, n, dtype=torch.int64),
-               "position_ids": torch.arange(n)[None], **empty}
+    past_names = G.LLM.kv.past_names(layers)
+    empty = {name: torch.zeros(1, kv, 0, hd) for name in past_names}
+    prefill = G.LLM.feed(past=empty, inputs_embeds=embeds, attention_mask=torch.ones(1, n, dtype=torch.int64),
+                         position_ids=torch.arange(n)[None])
     logits, hidden, cache = model.llm_step(embeds)
     token = int(logits[0, -1].argmax())
     step = model.token_embeddings(torch.tensor([[token]]))
-    past = {}
-    for i in range(layers):
-        past[names.PAST_KEY.format(i=i)] = cache.layers[i].keys
-        past[names.PAST_VALUE.format(i=i)] = cache.layers[i].values
-    decode = {"inputs_embeds": step, "attention_mask": torch.ones(1, n + 1, dtype=torch.int64),
-              "position_ids": torch.tensor([[n]]), **past}
-    out[names.LLM] = [prefill, decode]
+    layer_tensors = [t for i in range(layers) for t in (cache.layers[i].keys, cache.layers[i].values)]
+    past = dict(zip(past_names, layer_tensors, strict=True))
+    decode = G.LLM.feed(past=past, inputs_embeds=step, attention_mask=torch.ones(1, n + 1, dtype=torch.int64),
+                        position_ids=torch.tensor([[n]]))
+    out[G.LLM.name] = [prefill, decode]
     h = hidden[:, -1]                                                    # (1, H)
-    out[names.TASK_ROUTER] = [{"hidden": h}]
-    out[names.BOX_ENCODER] = [{"boxes": torch.tensor([[0.1, 0.2, 0.5, 0.6], [0.3, 0.3, 0.9, 0.8]])}]
+    out[G.TASK_ROUTER.name] = [G.TASK_ROUTER.feed(hidden=h)]
+    out[G.BOX_ENCODER.name] = [G.BOX_ENCODER.feed(boxes=torch.tensor(EXAMPLE_BOXES))]
 
     # temporal head on the model's own features
     feats = temporal_source(model, tokenizer)(video, question)
-    out[names.TEMPORAL_HEAD] = [{"text_feats": feats.text, "text_mask": feats.text_mask, "video_feats": feats.video,
-                                 "video_mask": feats.video_mask, "prompt_token": h[:, None]}]
+    out[G.TEMPORAL_HEAD.name] = [G.TEMPORAL_HEAD.feed(
+        text_feats=feats.text, text_mask=feats.text_mask, video_feats=feats.video, video_mask=feats.video_mask,
+        prompt_token=h[:, None])]
 
     # mask head: record the tracker's calls
     head = model.sam
@@ -122,21 +126,23 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
         for m in recorders:
             delattr(head, m)
     encode_image, decode = recorders["encode_image"].calls, recorders["decode"].calls
-    out[names.MASK_IMAGE_ENCODER] = [{"pixels": args[0]} for args, _, _ in encode_image]
+    out[G.MASK_IMAGE_ENCODER.name] = [G.MASK_IMAGE_ENCODER.feed(pixels=args[0]) for args, _, _ in encode_image]
     first = encode_image[0][2]
-    out[names.MASK_DECODER_PROMPTED] = [{"image": first.image[:1], "high_res_s4": first.high_res_s4[:1],
-                                         "high_res_s8": first.high_res_s8[:1], "sparse_prompt": decode[0][0][3]}]
-    out[names.MASK_DECODER_TRACKED] = [
-        {"conditioned": args[0], "high_res_s4": feats_.high_res_s4[:1], "high_res_s8": feats_.high_res_s8[:1]}
-        for (args, _, _), (_, _, feats_) in zip(decode[1:], encode_image[1:])
+    out[G.MASK_DECODER_PROMPTED.name] = [G.MASK_DECODER_PROMPTED.feed(
+        image=first.image[:1], high_res_s4=first.high_res_s4[:1], high_res_s8=first.high_res_s8[:1],
+        sparse_prompt=decode[0][0][3])]
+    out[G.MASK_DECODER_TRACKED.name] = [
+        G.MASK_DECODER_TRACKED.feed(conditioned=args[0], high_res_s4=f.high_res_s4[:1], high_res_s8=f.high_res_s8[:1])
+        for (args, _, _), (_, _, f) in zip(decode[1:], encode_image[1:], strict=True)
     ]
-    out[names.MEMORY_ENCODER] = [
-        {"image": args[0][:1], "mask_logits": args[1], "is_conditioning": torch.tensor(kw["is_conditioning_frame"])}
+    out[G.MEMORY_ENCODER.name] = [
+        G.MEMORY_ENCODER.feed(image=args[0][:1], mask_logits=args[1],
+                              is_conditioning=torch.tensor(kw["is_conditioning_frame"]))
         for args, kw, _ in recorders["encode_memory"].calls
     ]
-    out[names.MEMORY_ATTENTION] = [
-        {"image": a[0][:1], "image_pos": a[1][:1], "memory": a[2], "memory_pos": a[3], "memory_time": a[4],
-         "memory_valid": a[5], "pointers": a[6], "pointer_valid": a[7]}
+    out[G.MEMORY_ATTENTION.name] = [
+        G.MEMORY_ATTENTION.feed(image=a[0][:1], image_pos=a[1][:1], memory=a[2], memory_pos=a[3], memory_time=a[4],
+                                memory_valid=a[5], pointers=a[6], pointer_valid=a[7])
         for a, _, _ in recorders["attend_memory"].calls
     ]
     return out

@@ -23,7 +23,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tpo import manifest as names
+from tpo.contract import (
+    EMBEDDINGS,
+    LLM,
+    TASK_EMBEDDING,
+    TOKEN_TABLE,
+    TOKENIZER,
+    Dim,
+    FileEntry,
+    GraphEntry,
+    Manifest,
+    Precision,
+    Preprocess,
+    Tokens,
+    Tracker,
+    sha256_file,
+)
+from tpo.contract import graphs as G
+from tpo.contract import tasks as T
+from tpo.contract.manifest import MaskPreprocess, MllmPreprocess, TemporalPreprocess
 from tpo.errors import ConfigError, TPOError
 from tpo.model.graphs import GraphDef, export_copy, graph_defs
 
@@ -47,7 +65,7 @@ def tool_versions() -> dict[str, str]:
 
 
 def _sha_files(folder: Path) -> dict[str, str]:
-    return {p.name: names.sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def load_for_export(opts: ExportOptions):
@@ -60,99 +78,95 @@ def load_for_export(opts: ExportOptions):
     tokenizer_dir = ckpt if has_tokenizer else resolve_tokenizer_dir(cfg.tokenizer)
     tokenizer = load_tokenizer(tokenizer_dir)
     files = resolve_checkpoint(ckpt)
-    shards = {str(p.name): names.sha256_file(p) for p in files.shards}
+    shards = {str(p.name): sha256_file(p) for p in files.shards}
     return export_copy(model), cfg, tokenizer, {"path": str(ckpt), "shards": shards}, tokenizer_dir
 
 
-def dims_profile(cfg) -> dict[str, dict[str, int]]:
-    """min/opt/max of every named dimension (TensorRT profiles; the runtime's limits)."""
+def dims_profile(cfg) -> dict[str, Dim]:
+    """min/opt/max of every dynamic dimension (TensorRT profiles; the runtime's limits)."""
     from tpo.model.prompt import MAX_PROMPT_TOKENS
 
     gv = cfg.vision.grid
     prompt = cfg.num_visual_tokens + 40
     max_new = 64
     return {
-        "batch": {"min": 1, "opt": 1, "max": 4},
-        "num_vision_tokens": {"min": gv * gv, "opt": cfg.vision.num_frames * gv * gv,
-                              "max": cfg.vision.num_frames * gv * gv},
-        "sequence": {"min": 1, "opt": prompt, "max": MAX_PROMPT_TOKENS},
-        "past_sequence": {"min": 0, "opt": prompt, "max": MAX_PROMPT_TOKENS + max_new},
-        "total_sequence": {"min": 1, "opt": prompt + 1, "max": MAX_PROMPT_TOKENS + max_new},
-        "boxes": {"min": 1, "opt": 1, "max": 8},
-        "text_tokens": {"min": 1, "opt": 12, "max": cfg.temporal_head.max_text_len},
-        "clips": {"min": 1, "opt": 32, "max": 512},
-        "objects": {"min": 1, "opt": 1, "max": 8},
+        "batch": Dim(1, 1, 4),
+        "num_vision_tokens": Dim(gv * gv, cfg.vision.num_frames * gv * gv, cfg.vision.num_frames * gv * gv),
+        "sequence": Dim(1, prompt, MAX_PROMPT_TOKENS),
+        "past_sequence": Dim(0, prompt, MAX_PROMPT_TOKENS + max_new),
+        "total_sequence": Dim(1, prompt + 1, MAX_PROMPT_TOKENS + max_new),
+        "boxes": Dim(1, 1, 8),
+        "text_tokens": Dim(1, 12, cfg.temporal_head.max_text_len),
+        "clips": Dim(1, 32, 512),
+        "objects": Dim(1, 1, 8),
     }
 
 
-def save_embeddings(model, path: Path, precision: str) -> dict:
-    """Token table [V, H] and the three task embeddings [H], for the host-side splice."""
+def save_embeddings(model, path: Path, precision: Precision) -> FileEntry:
+    """Token table [V, H] and every task's embedding [H], for the host-side splice."""
     from safetensors.numpy import save_file
 
-    dtype = np.float16 if precision == "fp16" else np.float32
-    lm = model.lm
-    table = lm.get_input_embeddings().weight.detach().float().numpy().astype(dtype)
-    tensors = {names.TOKEN_TABLE: table}
-    for task in names.TASKS:
-        tensors[names.TASK_EMBEDDING.format(task=task)] = (
-            model.task_embedding(task)[0, 0].detach().float().numpy().astype(dtype))
+    dtype = np.float16 if precision == Precision.FP16 else np.float32
+    table = model.lm.get_input_embeddings().weight.detach().float().numpy().astype(dtype)
+    tensors = {TOKEN_TABLE: table}
+    for task in T.TASKS:
+        tensors[TASK_EMBEDDING.format(task=task)] = model.task_embedding(task)[0, 0].detach().float().numpy().astype(dtype)
     save_file(tensors, str(path))
-    return {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in tensors.items()}
+    return FileEntry(EMBEDDINGS, path.name, sha256_file(path), path.stat().st_size,
+                     tensors={k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in tensors.items()})
 
 
-def graph_entry(defn: GraphDef, path: Path, precision: str, islands: list[str]) -> dict:
-    extra = {f: names.sha256_file(path.parent / f) for f in external_files(path)}
-    return {
-        "file": path.name, "sha256": names.sha256_file(path),
-        "bytes": path.stat().st_size + sum((path.parent / f).stat().st_size for f in extra),
-        "extra_files": extra, "precision": precision, "fp32_islands": islands,
-        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in defn.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in defn.outputs],
-    }
+def save_tokenizer(tokenizer, tokenizer_dir: Path, folder: Path) -> FileEntry:
+    """tokenizer.json is what the runtime reads (the same Rust tokenizer transformers runs); the SentencePiece
+    files travel along for the PyTorch side."""
+    tok_dir = folder / TOKENIZER
+    tok_dir.mkdir()
+    tokenizer.backend_tokenizer.save(str(tok_dir / "tokenizer.json"))
+    for fname in ("tokenizer.model", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"):
+        if (tokenizer_dir / fname).is_file():
+            shutil.copy2(tokenizer_dir / fname, tok_dir / fname)
+    hashes = _sha_files(tok_dir)
+    return FileEntry(TOKENIZER, f"{TOKENIZER}/tokenizer.json", hashes["tokenizer.json"],
+                     extra_files={f"{TOKENIZER}/{k}": v for k, v in hashes.items() if k != "tokenizer.json"})
 
 
-def build_manifest(cfg, tokenizer, checkpoint: dict, opts: ExportOptions) -> dict:
+def graph_entry(defn: GraphDef, path: Path, precision: Precision, islands: list[str]) -> GraphEntry:
+    extra = {f: sha256_file(path.parent / f) for f in external_files(path)}
+    size = path.stat().st_size + sum((path.parent / f).stat().st_size for f in extra)
+    return GraphEntry(defn.name, path.name, sha256_file(path), size, precision, tuple(defn.inputs),
+                      tuple(defn.outputs), extra, tuple(islands), root=path.parent)
+
+
+def build_manifest(cfg, tokenizer, checkpoint: dict, opts: ExportOptions) -> Manifest:
+    """Everything the runtime needs to know but the graphs and files (added as they are written)."""
     from tpo.model.mask_head import NO_OBJECT_SCORE
     from tpo.model.prompt import MAX_PROMPT_TOKENS
     from tpo.model.tokenizer import task_token_ids
 
     ids = task_token_ids(tokenizer)
-    mh = cfg.mask_head
-    return {
-        "format": names.FORMAT,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "precision": opts.precision,
-        "opset": opts.opset,
-        "model": {"config_name": cfg.name, "config": cfg.to_dict(), "checkpoint": checkpoint},
-        "tools": tool_versions(),
-        "preprocess": {
-            "mllm": {"image_size": cfg.vision.image_size, "num_frames": cfg.vision.num_frames,
-                     "mean": list(cfg.pixel_mean), "std": list(cfg.pixel_std), "sampling": "segment-middle",
-                     "resize": "bicubic antialiased on uint8, rounded, then /255"},
-            "mask": {"image_size": mh.image_size, "mean": list(cfg.pixel_mean), "std": list(cfg.pixel_std),
-                     "resize": "/255, then bicubic antialiased in float"},
-            "temporal": {"features": cfg.temporal_features, "clip_s": cfg.temporal_clip_s,
-                         "frames_per_clip": cfg.temporal_clip_frames,
-                         "max_text_tokens": cfg.temporal_head.max_text_len},
-        },
-        "tokens": {"bos": ids.bos, "eos": ids.eos, "video_placeholder": ids.video_placeholder,
-                   "track_box": ids.track_box, "triggers": {str(k): v for k, v in ids.triggers.items()},
-                   "placeholders": ids.placeholders, "vocab_size": len(tokenizer)},
-        "llm": {"num_layers": cfg.llm.num_layers, "num_kv_heads": cfg.llm.num_kv_heads,
-                "head_dim": cfg.llm.head_dim, "hidden_size": cfg.llm.hidden_size, "vocab_size": cfg.llm.vocab_size,
-                "past_key": names.PAST_KEY, "past_value": names.PAST_VALUE, "present_key": names.PRESENT_KEY,
-                "present_value": names.PRESENT_VALUE, "max_prompt_tokens": MAX_PROMPT_TOKENS,
-                "num_visual_tokens": cfg.num_visual_tokens},
-        "vision": {"graphs_by_frames": {str(cfg.vision.num_frames): names.VISION_ENCODER, "1": names.VISION_ENCODER_IMAGE}},
-        "tracker": {"num_maskmem": mh.num_maskmem, "max_object_pointers": mh.max_object_pointers,
-                    "image_size": mh.image_size, "low_res_size": mh.low_res_size, "feature_size": mh.feature_size,
-                    "hidden_size": mh.hidden_size, "memory_dim": mh.memory_dim,
-                    "track_prompt_tokens": cfg.adapters.track_prompt_tokens, "no_object_score": NO_OBJECT_SCORE},
-        "dims": dims_profile(cfg),
-        "graphs": {},
-        "files": {},
-        "parity": {},
-    }
+    mh, mean, std = cfg.mask_head, tuple(cfg.pixel_mean), tuple(cfg.pixel_std)
+    return Manifest(
+        precision=Precision(opts.precision), opset=opts.opset,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model={"config_name": cfg.name, "config": cfg.to_dict(), "checkpoint": checkpoint}, tools=tool_versions(),
+        preprocess=Preprocess(
+            MllmPreprocess(cfg.vision.image_size, cfg.vision.num_frames, mean, std),
+            MaskPreprocess(mh.image_size, mean, std),
+            TemporalPreprocess(cfg.temporal_features, cfg.temporal_clip_s, cfg.temporal_clip_frames,
+                               cfg.temporal_head.max_text_len)),
+        tokens=Tokens(ids.bos, ids.eos, ids.video_placeholder, ids.track_box, dict(ids.triggers),
+                      dict(ids.placeholders), len(tokenizer)),
+        llm=LLM(cfg.llm.num_layers, cfg.llm.num_kv_heads, cfg.llm.head_dim, cfg.llm.hidden_size, cfg.llm.vocab_size,
+                MAX_PROMPT_TOKENS, cfg.num_visual_tokens, *_kv_names()),
+        vision_graphs={cfg.vision.num_frames: G.VISION_ENCODER.name, 1: G.VISION_ENCODER_IMAGE.name},
+        tracker=Tracker(mh.num_maskmem, mh.max_object_pointers, mh.image_size, mh.low_res_size, mh.feature_size,
+                        mh.hidden_size, mh.memory_dim, cfg.adapters.track_prompt_tokens, NO_OBJECT_SCORE),
+        dims=dims_profile(cfg), graphs={}, files={})
+
+
+def _kv_names() -> tuple[str, str, str, str]:
+    kv = G.LLM.kv
+    return kv.past_key, kv.past_value, kv.present_key, kv.present_value
 
 
 def _progress(opts: ExportOptions, total: int, desc: str):
@@ -161,7 +175,37 @@ def _progress(opts: ExportOptions, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="graph", disable=not opts.progress, leave=False)
 
 
-def export_artifacts(opts: ExportOptions) -> dict:
+def export_graphs(defs: list[GraphDef], folder: Path, opts: ExportOptions) -> tuple[dict[str, GraphEntry], dict]:
+    """Trace and write every graph (fp16 with fp32 islands when asked); the entries and seconds per graph."""
+    from .examples import trace_example
+
+    entries, seconds = {}, {}
+    bar = _progress(opts, len(defs), f"export {opts.precision}")
+    for d in defs:
+        bar.set_postfix_str(d.name)
+        start = time.perf_counter()
+        path = folder / f"{d.name}.onnx"
+        export_graph(d, trace_example(d), path, opts.opset)
+        islands = to_fp16(path) if opts.precision == Precision.FP16 else []
+        entries[d.name] = graph_entry(d, path, opts.precision, islands)
+        seconds[d.name] = round(time.perf_counter() - start, 2)
+        bar.update(1)
+    bar.close()
+    return entries, seconds
+
+
+def _install(tmp: Path, out: Path) -> None:
+    """Rename the finished folder into place (replacing an old one only after the new one is complete)."""
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(trash)
+        tmp.rename(out)
+        shutil.rmtree(trash)
+    else:
+        tmp.rename(out)
+
+
+def export_artifacts(opts: ExportOptions) -> Manifest:
     """Run the whole export; returns the manifest (also at `opts.out / manifest.json`)."""
     check_options(opts)      # the CLI ran it before importing torch; API callers get it here
     torch.manual_seed(0)
@@ -169,9 +213,7 @@ def export_artifacts(opts: ExportOptions) -> dict:
     if cfg.temporal_clip_frames not in (1, cfg.vision.num_frames):
         raise ConfigError(f"temporal_clip_frames={cfg.temporal_clip_frames}: the export has vision graphs for "
                           f"1 and {cfg.vision.num_frames} frames only")
-    defs = graph_defs(model)
-    if opts.graphs is not None:
-        defs = [d for d in defs if d.name in opts.graphs]
+    defs = graph_defs(model, only=opts.graphs)
     out = Path(opts.out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     failed_report = out.parent / f"{out.name}.parity-failed.json"
@@ -179,66 +221,27 @@ def export_artifacts(opts: ExportOptions) -> dict:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        manifest = build_manifest(cfg, tokenizer, checkpoint, opts)
-        timings: dict[str, float] = {}
-        # 1. graphs
-        from .examples import trace_example
-
-        bar = _progress(opts, len(defs), f"export {opts.precision}")
-        for d in defs:
-            bar.set_postfix_str(d.name)
-            start = time.perf_counter()
-            path = tmp / f"{d.name}.onnx"
-            export_graph(d, trace_example(d, model), path, opts.opset)
-            islands = to_fp16(path) if opts.precision == "fp16" else []
-            d.fp32_islands = islands
-            manifest["graphs"][d.name] = graph_entry(d, path, opts.precision, islands)
-            timings[d.name] = round(time.perf_counter() - start, 2)
-            bar.update(1)
-        bar.close()
-        # 2. host-side files
-        emb = tmp / f"{names.EMBEDDINGS}.safetensors"
-        tensors = save_embeddings(model, emb, opts.precision)
-        manifest["files"][names.EMBEDDINGS] = {"file": emb.name, "sha256": names.sha256_file(emb),
-                                               "bytes": emb.stat().st_size, "tensors": tensors}
-        tok_dir = tmp / names.TOKENIZER
-        tok_dir.mkdir()
-        # tokenizer.json is what the runtime reads (the same Rust tokenizer transformers runs); the
-        # SentencePiece files travel along for the PyTorch side
-        tokenizer.backend_tokenizer.save(str(tok_dir / "tokenizer.json"))
-        for fname in ("tokenizer.model", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"):
-            if (tokenizer_dir / fname).is_file():
-                shutil.copy2(tokenizer_dir / fname, tok_dir / fname)
-        tok_hashes = _sha_files(tok_dir)
-        manifest["files"][names.TOKENIZER] = {
-            "file": f"{names.TOKENIZER}/tokenizer.json", "sha256": tok_hashes["tokenizer.json"],
-            "extra_files": {f"{names.TOKENIZER}/{k}": v for k, v in tok_hashes.items() if k != "tokenizer.json"}}
-        # 3. the gate
-        parity = run_gate(model, tokenizer, defs, tmp, opts, manifest)
-        parity["export_seconds"] = timings
-        manifest["parity"] = parity
-        if not parity["passed"]:
-            failed_report.write_text(json.dumps(parity, indent=2))
-            reasons = "; ".join(parity["failures"][:4])
+        manifest = build_manifest(cfg, tokenizer, checkpoint, opts).rebase(tmp)
+        manifest.graphs, seconds = export_graphs(defs, tmp, opts)
+        manifest.files[EMBEDDINGS] = save_embeddings(model, tmp / f"{EMBEDDINGS}.safetensors", opts.precision)
+        manifest.files[TOKENIZER] = save_tokenizer(tokenizer, tokenizer_dir, tmp)
+        manifest.parity = run_gate(model, tokenizer, defs, tmp, opts, manifest)
+        manifest.parity["export_seconds"] = seconds
+        if not manifest.parity["passed"]:
+            failed_report.write_text(json.dumps(manifest.parity, indent=2))
+            reasons = "; ".join(manifest.parity["failures"][:4])
             raise ParityFailed(f"parity gate failed ({reasons}); report in {failed_report}; nothing written to {out}")
-        (tmp / names.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        # 4. into place
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash)
-        else:
-            tmp.rename(out)
-        if failed_report.exists():
-            failed_report.unlink()
+        manifest.write(tmp)
+        _install(tmp, out)
+        manifest.rebase(out)
+        failed_report.unlink(missing_ok=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
-def run_gate(model, tokenizer, defs: list[GraphDef], folder: Path, opts: ExportOptions, manifest: dict) -> dict:
+def run_gate(model, tokenizer, defs: list[GraphDef], folder: Path, opts: ExportOptions, manifest: Manifest) -> dict:
     """Graph parity on real clips, then (all graphs present) the task-level check through the runtime."""
     from tpo.calibration.clips import parity_clips
 
@@ -247,7 +250,7 @@ def run_gate(model, tokenizer, defs: list[GraphDef], folder: Path, opts: ExportO
     clips = parity_clips(opts.parity_clips, max_frames=opts.parity_frames)
     samples: dict[str, list] = {}
     for clip in clips:
-        track_q = next(q for q in clip.queries if q.task == "track")
+        track_q = next(q for q in clip.queries if q.task == T.TRACK.name)
         for name, items in clip_inputs(model, tokenizer, clip.video, track_q.question,
                                        track_frames=opts.parity_frames).items():
             samples.setdefault(name, []).extend(items)
@@ -262,7 +265,7 @@ def run_gate(model, tokenizer, defs: list[GraphDef], folder: Path, opts: ExportO
     if not opts.skip_task_parity and opts.graphs is None:
         from .task_parity import task_parity
 
-        tasks = task_parity(model, tokenizer, folder, manifest, clips, opts.precision)
+        tasks = task_parity(model, tokenizer, manifest, clips)
         report["tasks"] = tasks
         report["failures"] += tasks["failures"]
     report["passed"] = not report["failures"]

@@ -2,7 +2,7 @@
 
 `check_options` runs before torch, the checkpoint or the exporter are imported, so a wrong argument costs
 the user about a second instead of the minute a model load takes; `export_artifacts` calls it again for
-callers of the Python API. Only the standard library and `tpo.errors`/`tpo.manifest` are imported here.
+callers of the Python API. Only the standard library and `tpo.errors`/`tpo.contract` are imported here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tpo import manifest as names
+from tpo.contract import Precision
+from tpo.contract.manifest import EXPORTABLE
 from tpo.errors import CheckpointError, ConfigError, InputError
 from tpo.model.presets import check_config
 
@@ -25,7 +26,7 @@ EMBEDDED_CONFIG = "tiny"        # the configuration of the embedded checkpoint
 @dataclass
 class ExportOptions:
     out: Path
-    precision: str = "fp16"
+    precision: Precision | str = Precision.FP16     # a Precision once check_options ran
     checkpoint: Path | None = None      # None: the embedded tiny checkpoint
     config: str | None = None
     targets: tuple[str, ...] = ("onnx",)
@@ -69,8 +70,9 @@ def check_options(opts: ExportOptions) -> None:
     if opts.precision == "int8":
         raise ConfigError("--precision int8 is reserved for the calibration step (not implemented yet); "
                           "use fp32 or fp16")
-    if opts.precision not in names.EXPORTABLE_PRECISIONS:
-        raise ConfigError(f"--precision {opts.precision!r}: choose one of {', '.join(names.PRECISIONS)}")
+    if opts.precision not in [p.value for p in EXPORTABLE]:
+        raise ConfigError(f"--precision {opts.precision!r}: choose one of {', '.join(p.value for p in Precision)}")
+    opts.precision = Precision(opts.precision)
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown or not opts.targets:
         raise ConfigError(f"--targets {','.join(opts.targets)}: choose from {', '.join(TARGETS)}")

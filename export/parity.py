@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpo.contract import Precision
 from tpo.model.graphs import GraphDef
 
 FP32_MAX_REL = 1e-4
@@ -43,7 +44,7 @@ def compare(ort_out: np.ndarray, ref: np.ndarray) -> OutputParity:
 
 
 @torch.no_grad()
-def graph_parity(defn: GraphDef, path: Path, samples: list[dict[str, torch.Tensor]], precision: str) -> dict:
+def graph_parity(defn: GraphDef, path: Path, samples: list[dict[str, torch.Tensor]], precision: Precision) -> dict:
     """Run `path` in ONNX Runtime (CPU) and `defn.module` on each sample; the worst error per output."""
     import onnxruntime as ort
 
@@ -57,14 +58,14 @@ def graph_parity(defn: GraphDef, path: Path, samples: list[dict[str, torch.Tenso
         ref = ref if isinstance(ref, tuple) else (ref,)
         feed = {t.name: sample[t.name].numpy() for t in defn.inputs}
         got = session.run([t.name for t in defn.outputs], feed)
-        for t, g, r in zip(defn.outputs, got, ref):
+        for t, g, r in zip(defn.outputs, got, ref, strict=True):
             p = compare(g, r.float().numpy())
             if t.dtype != str(g.dtype):
                 p.dtype = f"{g.dtype} (declared {t.dtype})"
             prev = worst.get(t.name)
             if prev is None or p.max_rel > prev.max_rel or not p.finite:
                 worst[t.name] = p
-    budget = FP32_MAX_REL if precision == "fp32" else FP16_MAX_REL
+    budget = FP32_MAX_REL if precision == Precision.FP32 else FP16_MAX_REL
     failures = [f"{name}: max_rel {p.max_rel:.2e} > {budget:.0e}" for name, p in worst.items() if p.max_rel > budget]
     failures += [f"{name}: non-finite values" for name, p in worst.items() if not p.finite]
     failures += [f"{name}: dtype {p.dtype}" for name, p in worst.items() if "declared" in p.dtype]

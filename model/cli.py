@@ -96,9 +96,12 @@ def demo(checkpoint: str | None, config: str | None) -> int:
     """Run `generate` on a generated clip for each task and print what each head returned."""
     import torch
 
+    from tpo.contract.tasks import CHAT
+
     from .checkpoint import default_checkpoint, load_checkpoint
     from .demo import demo_video
-    from .generate import generate
+    from .generate import GenerationResult, generate, run_head
+    from .heads import HEADS
     from .tokenizer import load_tokenizer
 
     if checkpoint is None and config in (None, "tiny"):
@@ -122,28 +125,20 @@ def demo(checkpoint: str | None, config: str | None) -> int:
     print(f"model: {source}")
     video = demo_video()
     print(f"clip: {video.frames.shape[0]} frames {video.size_hw[1]}x{video.size_hw[0]} at {video.fps} fps")
-    forced = {"region": "<box_begin>", "temporal": "<time_begin>", "track": "<track_begin>"}
-    for task, question in (("track", "track the red circle"), ("region", "where is the red circle?"),
-                           ("temporal", "when does the red circle appear?")):
-        clip = video if task != "region" else type(video)(video.frames[:1], video.fps)
+    for name, head in HEADS.items():
+        question = head.example_question
+        clip = type(video)(video.frames[:1], video.fps) if head.task.media == "image" else video
         res = generate(model, tok, clip, question, max_new_tokens=8)
-        print(f"\n[{task}] Q: {question}\n  answer: {res.raw_text!r} (task routed: {res.task})")
-        if res.task == "none":
+        print(f"\n[{name}] Q: {question}\n  answer: {res.raw_text!r} (task routed: {res.task})")
+        if res.task == CHAT:
             # random weights rarely emit a trigger; show the head anyway by forcing the trigger
-            from .generate import GenerationResult, run_head
-
-            trig = tok.convert_tokens_to_ids(forced[task])
-            res = GenerationResult(text="", raw_text="", task=task, token_ids=[trig])
-            h = torch.zeros(cfg.llm.hidden_size) + model.task_embedding(task)[0, 0]
-            run_head(model, tok, task, h, clip, question, res, None)
+            res = GenerationResult(text="", raw_text="", task=name, token_ids=[tok.convert_tokens_to_ids(head.task.trigger)])
+            h = torch.zeros(cfg.llm.hidden_size) + model.task_embedding(name)[0, 0]
+            run_head(model, tok, name, h, clip, question, res, None)
             print("  (no trigger emitted; head run on the task embedding to show its output)")
-        for r in res.region:
-            print(f"  region box (px): {[round(v, 1) for v in r.box_xyxy]}")
-        for t in res.temporal:
-            print(f"  windows [start_s, end_s, score]: {[[round(v, 2) for v in w] for w in t.windows[:3]]}")
-        for tr in res.track:
-            shown = [None if b is None else [round(v) for v in b] for b in tr.boxes[:4]]
-            print(f"  track: {tr.masks.shape[0]} masks {tr.masks.shape[2]}x{tr.masks.shape[1]}, boxes[:4] {shown}")
+        for task, results in res.answers.items():
+            for r in results:
+                print(f"  {HEADS[task].describe(r)}")
     return 0
 
 

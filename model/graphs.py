@@ -1,30 +1,9 @@
-"""One `nn.Module` per exported graph, each a thin wrapper over `TPOModel`'s pieces, plus its tensor names.
+"""One `nn.Module` per exported graph, each a thin wrapper over `TPOModel`'s pieces, paired with its contract.
 
-Every wrapper takes and returns plain tensors in the order of its `GraphDef`'s inputs and outputs, and the
-host-side logic (which frame is a conditioning frame, which memory slot is valid, the splice of visual
-tokens into the prompt, greedy decoding) stays outside, in the runtime. Names come from `tpo.manifest`.
-
-Shapes at the boundaries (b = batch, o = objects, g = mask feature grid S/16, C = mask head width,
-Cm = memory width, K = num_maskmem, P = max_object_pointers, H = LLM width, Dv = vision width):
-
-    vision_encoder        pixels [b, 3, T, S, S] -> vision_tokens [b, T*gv*gv, Dv]   (T = num_frames)
-    vision_encoder_image  pixels [b, 3, 1, S, S] -> vision_tokens [b, gv*gv, Dv]     (images, temporal clips)
-    connector             vision_tokens [b, n, Dv] -> visual_embeds [b, Q, H]
-    llm                   inputs_embeds [b, s, H], attention_mask [b, past+s], position_ids [b, s], past KV
-                          -> logits [b, s, V], hidden_states [b, s, H] (final norm), present KV
-    task_router           hidden [b, H] -> region_box [b, 4], track_prompt [b, 3, C], temporal_prompt [b, 1, H]
-    box_encoder           boxes [n, 4] -> box_embeds [n, H]
-    temporal_head         text_feats [b, t, Dt], text_mask [b, t], video_feats [b, c, Dvt], video_mask [b, c],
-                          prompt_token [b, 1, Dt] -> pred_logits [b, Q, 2], pred_spans [b, Q, 2], saliency [b, c]
-    mask_image_encoder    pixels [1, 3, S, S] -> high_res_s4, high_res_s8, image [1, C, g, g], image_pos
-    mask_decoder_prompted image [1, C, g, g], high_res_s4, high_res_s8, sparse_prompt [o, 3, C]
-                          -> mask_logits [o, 1, 4g, 4g], iou [o, 1], object_score [o, 1], object_pointer [o, C]
-    mask_decoder_tracked  conditioned [o, C, g, g], high_res_s4, high_res_s8 -> (same four)
-    memory_encoder        image [1, C, g, g], mask_logits [o, 1, 4g, 4g], is_conditioning [] bool
-                          -> memory [o, Cm, g, g], memory_pos [o, Cm, g, g]
-    memory_attention      image, image_pos [1, C, g, g], memory, memory_pos [o, K, Cm, g, g],
-                          memory_time [o, K] int64, memory_valid [o, K] bool, pointers [o, P, C],
-                          pointer_valid [o, P] bool -> conditioned [o, C, g, g]
+The graphs, their tensor names, dtypes and shape templates are declared once in `tpo.contract.graphs`; each
+wrapper takes and returns plain tensors in the order its `GraphSpec` declares, and `graph_sizes` fills the
+templates' configuration sizes. The host-side logic (which frame is a conditioning frame, which memory slot is
+valid, the splice of visual tokens into the prompt, greedy decoding) stays outside, in the runtime.
 """
 
 from __future__ import annotations
@@ -35,34 +14,30 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from tpo import manifest as names
+from tpo.contract import graphs as G
+from tpo.contract.graphs import GraphSpec, TensorSpec
 
 from .llm import merged_llm
 from .tpo_model import TPOModel
 
 
 @dataclass
-class TensorDef:
-    name: str
-    dtype: str                      # as the graph declares it ("float32" for float tensors at fp16: io stays fp32)
-    shape: tuple[int | str, ...]    # ints fixed, strings named symbolic dimensions
-
-
-@dataclass
 class GraphDef:
-    name: str
+    """A graph's contract (`spec`), its module, and its tensors resolved for this model's configuration."""
+
+    spec: GraphSpec
     module: nn.Module
-    inputs: list[TensorDef]
-    outputs: list[TensorDef]
-    fp32_islands: list[str] = field(default_factory=list)   # filled by the fp16 conversion
-    varargs_from: int | None = None     # inputs from this index on are the module's *args (the LLM's past KV)
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
 
-    def dynamic_dims(self) -> set[str]:
-        return {d for t in self.inputs + self.outputs for d in t.shape if isinstance(d, str)}
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
-
-def f32(name: str, *shape: int | str) -> TensorDef:
-    return TensorDef(name, "float32", tuple(shape))
+    @property
+    def varargs_from(self) -> int | None:
+        """Inputs from this index on are the module's *args (the LLM's past KV), else None."""
+        return len(self.spec.inputs) if self.spec.kv is not None else None
 
 
 # ------------------------------------------------------------------------------------------ wrappers
@@ -224,76 +199,47 @@ class MemoryAttentionGraph(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ the graph list
-def graph_defs(model: TPOModel) -> list[GraphDef]:
-    """Every graph of `model`, with names, dtypes and named dimensions. The model must be fp32 and in eval mode."""
+def graph_sizes(cfg) -> dict[str, int]:
+    """The configuration's value of every size name in the contract's shape templates."""
+    v, mh, th = cfg.vision, cfg.mask_head, cfg.temporal_head
+    g, ch = mh.feature_size, mh.hidden_size
+    return {
+        "num_frames": v.num_frames, "vision_size": v.image_size, "video_tokens": v.num_frames * v.grid * v.grid,
+        "image_tokens": v.grid * v.grid, "vision_width": v.width, "num_queries": cfg.connector.num_queries,
+        "hidden_size": cfg.llm.hidden_size, "vocab": cfg.llm.vocab_size, "kv_heads": cfg.llm.num_kv_heads,
+        "head_dim": cfg.llm.head_dim, "prompt_tokens": cfg.adapters.track_prompt_tokens, "mask_width": ch,
+        "mask_size": mh.image_size, "grid": g, "low_res": 4 * g, "mid_res": 2 * g, "s4_channels": ch // 8,
+        "s8_channels": ch // 4, "memory_width": mh.memory_dim, "memory_slots": mh.num_maskmem,
+        "pointer_slots": mh.max_object_pointers, "text_dim": th.text_dim, "video_dim": th.video_dim,
+        "temporal_queries": th.num_queries,
+    }
+
+
+def graph_defs(model: TPOModel, only: tuple[str, ...] | None = None) -> list[GraphDef]:
+    """Every graph of `model` (or those named in `only`), in the contract's order, with its tensors resolved.
+    The model must be fp32 and in eval mode."""
     cfg = model.cfg
-    v, c = cfg.vision, cfg.connector
-    h, vocab = cfg.llm.hidden_size, cfg.llm.vocab_size
-    kv, hd, layers = cfg.llm.num_kv_heads, cfg.llm.head_dim, cfg.llm.num_layers
-    mh = cfg.mask_head
-    g, s, ch, cm = mh.feature_size, mh.image_size, mh.hidden_size, mh.memory_dim
-    k, p = mh.num_maskmem, mh.max_object_pointers
-    th = cfg.temporal_head
-    gv = v.grid
-    past = [TensorDef(n, "float32", ("batch", kv, "past_sequence", hd)) for n in names.past_names(layers)]
-    present = [TensorDef(n, "float32", ("batch", kv, "total_sequence", hd)) for n in names.present_names(layers)]
-    # the decoder's high-resolution features: levels 0 and 1 of the FPN after conv_s0 / conv_s1
-    s4 = f32("high_res_s4", 1, ch // 8, 4 * g, 4 * g)
-    s8 = f32("high_res_s8", 1, ch // 4, 2 * g, 2 * g)
-    decoder_out = [f32("mask_logits", "objects", 1, 4 * g, 4 * g), f32("iou", "objects", 1),
-                   f32("object_score", "objects", 1), f32("object_pointer", "objects", ch)]
-    defs = [
-        GraphDef(names.VISION_ENCODER, VisionEncoderGraph(model, v.num_frames),
-                 [f32("pixels", "batch", 3, v.num_frames, v.image_size, v.image_size)],
-                 [f32("vision_tokens", "batch", v.num_frames * gv * gv, v.width)]),
-        GraphDef(names.VISION_ENCODER_IMAGE, VisionEncoderGraph(model, 1),
-                 [f32("pixels", "batch", 3, 1, v.image_size, v.image_size)],
-                 [f32("vision_tokens", "batch", gv * gv, v.width)]),
-        GraphDef(names.CONNECTOR, ConnectorGraph(model),
-                 [f32("vision_tokens", "batch", "num_vision_tokens", v.width)],
-                 [f32("visual_embeds", "batch", c.num_queries, h)]),
-        GraphDef(names.LLM, LLMGraph(model),
-                 [f32("inputs_embeds", "batch", "sequence", h),
-                  TensorDef("attention_mask", "int64", ("batch", "total_sequence")),
-                  TensorDef("position_ids", "int64", ("batch", "sequence")), *past],
-                 [f32("logits", "batch", "sequence", vocab), f32("hidden_states", "batch", "sequence", h), *present],
-                 varargs_from=3),
-        GraphDef(names.TASK_ROUTER, TaskRouterGraph(model),
-                 [f32("hidden", "batch", h)],
-                 [f32("region_box", "batch", 4), f32("track_prompt", "batch", cfg.adapters.track_prompt_tokens, ch),
-                  f32("temporal_prompt", "batch", 1, h)]),
-        GraphDef(names.BOX_ENCODER, BoxEncoderGraph(model),
-                 [f32("boxes", "boxes", 4)], [f32("box_embeds", "boxes", h)]),
-        GraphDef(names.TEMPORAL_HEAD, TemporalHeadGraph(model),
-                 [f32("text_feats", "batch", "text_tokens", th.text_dim),
-                  TensorDef("text_mask", "bool", ("batch", "text_tokens")),
-                  f32("video_feats", "batch", "clips", th.video_dim),
-                  TensorDef("video_mask", "bool", ("batch", "clips")),
-                  f32("prompt_token", "batch", 1, th.text_dim)],
-                 [f32("pred_logits", "batch", th.num_queries, 2), f32("pred_spans", "batch", th.num_queries, 2),
-                  f32("saliency", "batch", "clips")]),
-        GraphDef(names.MASK_IMAGE_ENCODER, MaskImageEncoderGraph(model),
-                 [f32("pixels", 1, 3, s, s)],
-                 [s4, s8, f32("image", 1, ch, g, g), f32("image_pos", 1, ch, g, g)]),
-        GraphDef(names.MASK_DECODER_PROMPTED, MaskDecoderPromptedGraph(model),
-                 [f32("image", 1, ch, g, g), s4, s8,
-                  f32("sparse_prompt", "objects", cfg.adapters.track_prompt_tokens, ch)],
-                 decoder_out),
-        GraphDef(names.MASK_DECODER_TRACKED, MaskDecoderTrackedGraph(model),
-                 [f32("conditioned", "objects", ch, g, g), s4, s8], decoder_out),
-        GraphDef(names.MEMORY_ENCODER, MemoryEncoderGraph(model),
-                 [f32("image", 1, ch, g, g), f32("mask_logits", "objects", 1, 4 * g, 4 * g),
-                  TensorDef("is_conditioning", "bool", ())],
-                 [f32("memory", "objects", cm, g, g), f32("memory_pos", "objects", cm, g, g)]),
-        GraphDef(names.MEMORY_ATTENTION, MemoryAttentionGraph(model),
-                 [f32("image", 1, ch, g, g), f32("image_pos", 1, ch, g, g),
-                  f32("memory", "objects", k, cm, g, g), f32("memory_pos", "objects", k, cm, g, g),
-                  TensorDef("memory_time", "int64", ("objects", k)), TensorDef("memory_valid", "bool", ("objects", k)),
-                  f32("pointers", "objects", p, ch), TensorDef("pointer_valid", "bool", ("objects", p))],
-                 [f32("conditioned", "objects", ch, g, g)]),
-    ]
-    for d in defs:
-        d.module.eval()
+    modules = {
+        G.VISION_ENCODER: lambda: VisionEncoderGraph(model, cfg.vision.num_frames),
+        G.VISION_ENCODER_IMAGE: lambda: VisionEncoderGraph(model, 1),
+        G.CONNECTOR: lambda: ConnectorGraph(model),
+        G.LLM: lambda: LLMGraph(model),
+        G.TASK_ROUTER: lambda: TaskRouterGraph(model),
+        G.BOX_ENCODER: lambda: BoxEncoderGraph(model),
+        G.TEMPORAL_HEAD: lambda: TemporalHeadGraph(model),
+        G.MASK_IMAGE_ENCODER: lambda: MaskImageEncoderGraph(model),
+        G.MASK_DECODER_PROMPTED: lambda: MaskDecoderPromptedGraph(model),
+        G.MASK_DECODER_TRACKED: lambda: MaskDecoderTrackedGraph(model),
+        G.MEMORY_ENCODER: lambda: MemoryEncoderGraph(model),
+        G.MEMORY_ATTENTION: lambda: MemoryAttentionGraph(model),
+    }
+    sizes = graph_sizes(cfg)
+    defs = []
+    for spec in G.GRAPHS:
+        if only is not None and spec.name not in only:
+            continue
+        inputs, outputs = spec.tensors(sizes, cfg.llm.num_layers)
+        defs.append(GraphDef(spec, modules[spec]().eval(), inputs, outputs))
     return defs
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import warnings
 
-import torch
 from peft import LoraConfig, PeftModelForCausalLM, get_peft_model
 from transformers import MistralConfig, MistralForCausalLM
 
@@ -60,8 +59,3 @@ def build_llm(cfg: LLMConfig) -> PeftModelForCausalLM:
 def merged_llm(lm: PeftModelForCausalLM) -> MistralForCausalLM:
     """A copy of the LLM with the LoRA deltas merged into the base weights (for export)."""
     return copy.deepcopy(lm).merge_and_unload()
-
-
-def final_hidden(outputs) -> torch.Tensor:
-    """The final-norm hidden state [B, L, H] (transformers' last hidden state is after the norm)."""
-    return outputs.hidden_states[-1]

@@ -6,21 +6,19 @@ no temporal encoding of object pointers (`obj_ptr_tpos_proj`) and no occlusion e
 both SAM2.1-only. `MaskHead` exposes one method per exportable piece with plain tensor inputs and outputs;
 the per-frame propagation logic lives on the host in `mask_tracker.py`.
 
-Decisions where the release has a quirk (see docs/videochat-tpo-reference.md):
+Decisions where the release has a quirk (see ../shared/docs/videochat-tpo-reference.md, outside the repository):
 - rotary tables of the memory attention are always computed in fp32 (the release builds them from a bf16 arange);
 - memory features are not rounded to bf16 (the release and transformers' `_encode_new_memory` do);
 - `attend_memory` takes a fixed number of memory slots plus a validity mask, so the graph has static shapes.
 
-Checkpoint names: `to_release` / `from_release` convert between `MaskHead.state_dict()` and the release's
-original-SAM2 names (relative to the checkpoint's `sam.` prefix).
+Checkpoint names: `release_names.sam2_to_release` / `sam2_from_release` convert between `MaskHead.state_dict()`
+and the release's original-SAM2 names (relative to the checkpoint's `sam.` prefix).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,10 +37,9 @@ from transformers.models.sam2_video.modeling_sam2_video import (
     apply_rotary_pos_emb_2d,
 )
 
-from tpo.errors import CheckpointError, ConfigError, InputError
+from tpo.errors import ConfigError, InputError
 
-if TYPE_CHECKING:
-    from .mask_tracker import TrackedFrame
+from .release_names import MASK_DOWNSAMPLER_LAYERS
 
 # Mask logit written where the decoder says the object is absent (SAM2's NO_OBJ_SCORE).
 NO_OBJECT_SCORE = -1024.0
@@ -54,8 +51,6 @@ MEMORY_MASK_SCALE = 20.0
 MEMORY_MASK_BIAS = -10.0
 # transformers 5.24 builds the memory cross-attention with `kv_in_dim=64` whatever the configuration says.
 _TRANSFORMERS_MEMORY_DIM = 64
-# Original SAM2 MaskDownSampler: total stride 16, stride 2 -> 4 conv/norm/GELU layers, then a 1x1 conv.
-_MASK_DOWNSAMPLER_LAYERS = 4
 
 
 @dataclass
@@ -117,11 +112,6 @@ class MaskHeadConfig:
     def low_res_size(self) -> int:
         """Side of the low-res mask logits: image_size / 4."""
         return self.image_size // LOW_RES_STRIDE
-
-    @property
-    def pointer_tokens(self) -> int:
-        """Memory tokens per object pointer: a hidden_size pointer is split into memory_dim-wide tokens."""
-        return self.hidden_size // self.memory_dim
 
     def to_transformers(self) -> Sam2VideoConfig:
         """The equivalent transformers `Sam2VideoConfig` (SAM2 v1.0: no SAM2.1-only parameters)."""
@@ -205,9 +195,9 @@ class MemoryFeatures(NamedTuple):
 class MaskHead(nn.Module):
     """SAM2 v1.0 image encoder, prompt encoder, mask decoder, memory encoder and memory attention.
 
-    The model keeps no tracking state; see `mask_tracker.py` for the propagation loop. Parameter names are
-    those of transformers' `Sam2VideoModel` (minus its duplicate `shared_image_embedding`); `to_release` maps
-    them to the released checkpoint. `no_memory_positional_encoding` and `mask_downsample` are unused by
+    The model keeps no tracking state; the propagation loop is `mask_tracker.track(head, ...)` (it imports this
+    module, never the other way round). Parameter names are those of transformers' `Sam2VideoModel` (minus its
+    duplicate `shared_image_embedding`); `release_names.sam2_to_release` maps them to the released checkpoint. `no_memory_positional_encoding` and `mask_downsample` are unused by
     box-prompted tracking but stored in the release, so they are kept.
     """
 
@@ -228,7 +218,7 @@ class MaskHead(nn.Module):
         self.no_object_pointer = sam2.no_object_pointer  # [1, C]
         self.mask_downsample = sam2.mask_downsample
         self.object_pointer_proj = sam2.object_pointer_proj
-        assert len(self.memory_encoder.mask_downsampler.layers) == _MASK_DOWNSAMPLER_LAYERS
+        assert len(self.memory_encoder.mask_downsampler.layers) == MASK_DOWNSAMPLER_LAYERS
 
     # ----------------------------------------------------------------------------------------- image
     def encode_image(self, pixels: Tensor) -> ImageFeatures:
@@ -424,15 +414,6 @@ class MaskHead(nn.Module):
         output = self.memory_attention.layer_norm(output)
         return output.transpose(1, 2).reshape(batch, channels, h, w)
 
-    # ---------------------------------------------------------------------------------------- tracker
-    def track(
-        self, frames: Tensor, sparse_prompt: Tensor, frame_size: tuple[int, int] | None = None
-    ) -> Iterator[TrackedFrame]:
-        """Propagate a prompt over a clip; see `mask_tracker.track` (yields one `TrackedFrame` per frame)."""
-        from .mask_tracker import track  # imported here: the tracker module imports this one
-
-        return track(self, frames, sparse_prompt, frame_size)
-
 
 def _rope_attention(
     attn: Sam2VideoRoPEAttention,
@@ -461,178 +442,3 @@ def _rope_attention(
     )
     out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim)  # (B, Lq, internal_dim)
     return attn.o_proj(out)
-
-
-# ------------------------------------------------------------------------------------ checkpoint names
-def _mlp3(release: str, head: str) -> list[tuple[str, str]]:
-    """Names of a 3-layer SAM2 MLP: layers.0/1/2 <-> transformers' proj_in / layers.0 / proj_out."""
-    return [
-        (f"{release}.layers.0.{{p}}", f"{head}.proj_in.{{p}}"),
-        (f"{release}.layers.1.{{p}}", f"{head}.layers.0.{{p}}"),
-        (f"{release}.layers.2.{{p}}", f"{head}.proj_out.{{p}}"),
-    ]
-
-
-def _attention(release: str, head: str) -> list[tuple[str, str]]:
-    """Names of a SAM2 attention: q/k/v_proj and out_proj <-> transformers' o_proj."""
-    pairs = [(f"{release}.{n}.{{p}}", f"{head}.{n}.{{p}}") for n in ("q_proj", "k_proj", "v_proj")]
-    return [*pairs, (f"{release}.out_proj.{{p}}", f"{head}.o_proj.{{p}}")]
-
-
-def _build_name_rules() -> list[tuple[str, str]]:
-    """(release template, head template) pairs; `{x}` is one dotted segment carried over unchanged."""
-    trunk, backbone = "image_encoder.trunk", "vision_encoder.backbone"
-    dec, mdec = "sam_mask_decoder", "mask_decoder"
-    rules = [
-        # Hiera trunk and FPN neck
-        (f"{trunk}.patch_embed.proj.{{p}}", f"{backbone}.patch_embed.projection.{{p}}"),
-        (f"{trunk}.pos_embed", f"{backbone}.pos_embed"),
-        (f"{trunk}.pos_embed_window", f"{backbone}.pos_embed_window"),
-        (f"{trunk}.blocks.{{b}}.norm1.{{p}}", f"{backbone}.blocks.{{b}}.layer_norm1.{{p}}"),
-        (f"{trunk}.blocks.{{b}}.norm2.{{p}}", f"{backbone}.blocks.{{b}}.layer_norm2.{{p}}"),
-        (f"{trunk}.blocks.{{b}}.attn.qkv.{{p}}", f"{backbone}.blocks.{{b}}.attn.qkv.{{p}}"),
-        (f"{trunk}.blocks.{{b}}.attn.proj.{{p}}", f"{backbone}.blocks.{{b}}.attn.proj.{{p}}"),
-        (f"{trunk}.blocks.{{b}}.mlp.layers.0.{{p}}", f"{backbone}.blocks.{{b}}.mlp.proj_in.{{p}}"),
-        (f"{trunk}.blocks.{{b}}.mlp.layers.1.{{p}}", f"{backbone}.blocks.{{b}}.mlp.proj_out.{{p}}"),
-        (f"{trunk}.blocks.{{b}}.proj.{{p}}", f"{backbone}.blocks.{{b}}.proj.{{p}}"),
-        ("image_encoder.neck.convs.{i}.conv.{p}", "vision_encoder.neck.convs.{i}.{p}"),
-        # prompt encoder (point_embeddings.N are stacked separately, see _POINT_EMBEDDINGS)
-        ("sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
-         "prompt_encoder.shared_embedding.positional_embedding"),
-        ("sam_prompt_encoder.not_a_point_embed.weight", "prompt_encoder.not_a_point_embed.weight"),
-        ("sam_prompt_encoder.no_mask_embed.weight", "prompt_encoder.no_mask_embed.weight"),
-        ("sam_prompt_encoder.mask_downscaling.0.{p}", "prompt_encoder.mask_embed.conv1.{p}"),
-        ("sam_prompt_encoder.mask_downscaling.1.{p}", "prompt_encoder.mask_embed.layer_norm1.{p}"),
-        ("sam_prompt_encoder.mask_downscaling.3.{p}", "prompt_encoder.mask_embed.conv2.{p}"),
-        ("sam_prompt_encoder.mask_downscaling.4.{p}", "prompt_encoder.mask_embed.layer_norm2.{p}"),
-        ("sam_prompt_encoder.mask_downscaling.6.{p}", "prompt_encoder.mask_embed.conv3.{p}"),
-        # mask decoder
-        *[(f"{dec}.{n}.weight", f"{mdec}.{n}.weight") for n in ("iou_token", "mask_tokens", "obj_score_token")],
-        (f"{dec}.conv_s0.{{p}}", f"{mdec}.conv_s0.{{p}}"),
-        (f"{dec}.conv_s1.{{p}}", f"{mdec}.conv_s1.{{p}}"),
-        (f"{dec}.output_upscaling.0.{{p}}", f"{mdec}.upscale_conv1.{{p}}"),
-        (f"{dec}.output_upscaling.1.{{p}}", f"{mdec}.upscale_layer_norm.{{p}}"),
-        (f"{dec}.output_upscaling.3.{{p}}", f"{mdec}.upscale_conv2.{{p}}"),
-        *_mlp3(f"{dec}.output_hypernetworks_mlps.{{m}}", f"{mdec}.output_hypernetworks_mlps.{{m}}"),
-        *_mlp3(f"{dec}.iou_prediction_head", f"{mdec}.iou_prediction_head"),
-        *_mlp3(f"{dec}.pred_obj_score_head", f"{mdec}.pred_obj_score_head"),
-        (f"{dec}.transformer.layers.{{l}}.mlp.layers.0.{{p}}", f"{mdec}.transformer.layers.{{l}}.mlp.proj_in.{{p}}"),
-        (f"{dec}.transformer.layers.{{l}}.mlp.layers.1.{{p}}", f"{mdec}.transformer.layers.{{l}}.mlp.proj_out.{{p}}"),
-        *[
-            (f"{dec}.transformer.layers.{{l}}.norm{n}.{{p}}", f"{mdec}.transformer.layers.{{l}}.layer_norm{n}.{{p}}")
-            for n in (1, 2, 3, 4)
-        ],
-        *[
-            rule
-            for a in ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token")
-            for rule in _attention(f"{dec}.transformer.layers.{{l}}.{a}", f"{mdec}.transformer.layers.{{l}}.{a}")
-        ],
-        *_attention(f"{dec}.transformer.final_attn_token_to_image", f"{mdec}.transformer.final_attn_token_to_image"),
-        (f"{dec}.transformer.norm_final_attn.{{p}}", f"{mdec}.transformer.layer_norm_final_attn.{{p}}"),
-        # memory attention
-        *[
-            rule
-            for a in ("self_attn", "cross_attn_image")
-            for rule in _attention(f"memory_attention.layers.{{l}}.{a}", f"memory_attention.layers.{{l}}.{a}")
-        ],
-        *[
-            (f"memory_attention.layers.{{l}}.norm{n}.{{p}}", f"memory_attention.layers.{{l}}.layer_norm{n}.{{p}}")
-            for n in (1, 2, 3)
-        ],
-        *[
-            (f"memory_attention.layers.{{l}}.linear{n}.{{p}}", f"memory_attention.layers.{{l}}.linear{n}.{{p}}")
-            for n in (1, 2)
-        ],
-        ("memory_attention.norm.{p}", "memory_attention.layer_norm.{p}"),
-        # memory encoder: mask_downsampler.encoder = [conv, norm, GELU] x 4 + final 1x1 conv
-        *[
-            rule
-            for k in range(_MASK_DOWNSAMPLER_LAYERS)
-            for rule in (
-                (f"memory_encoder.mask_downsampler.encoder.{3 * k}.{{p}}",
-                 f"memory_encoder.mask_downsampler.layers.{k}.conv.{{p}}"),
-                (f"memory_encoder.mask_downsampler.encoder.{3 * k + 1}.{{p}}",
-                 f"memory_encoder.mask_downsampler.layers.{k}.layer_norm.{{p}}"),
-            )
-        ],
-        (f"memory_encoder.mask_downsampler.encoder.{3 * _MASK_DOWNSAMPLER_LAYERS}.{{p}}",
-         "memory_encoder.mask_downsampler.final_conv.{p}"),
-        ("memory_encoder.pix_feat_proj.{p}", "memory_encoder.feature_projection.{p}"),
-        ("memory_encoder.fuser.layers.{l}.dwconv.{p}", "memory_encoder.memory_fuser.layers.{l}.depthwise_conv.{p}"),
-        ("memory_encoder.fuser.layers.{l}.norm.{p}", "memory_encoder.memory_fuser.layers.{l}.layer_norm.{p}"),
-        ("memory_encoder.fuser.layers.{l}.pwconv1.{p}", "memory_encoder.memory_fuser.layers.{l}.pointwise_conv1.{p}"),
-        ("memory_encoder.fuser.layers.{l}.pwconv2.{p}", "memory_encoder.memory_fuser.layers.{l}.pointwise_conv2.{p}"),
-        ("memory_encoder.fuser.layers.{l}.gamma", "memory_encoder.memory_fuser.layers.{l}.scale"),
-        ("memory_encoder.out_proj.{p}", "memory_encoder.projection.{p}"),
-        # top-level SAM2Base parameters
-        ("maskmem_tpos_enc", "memory_temporal_positional_encoding"),
-        ("no_mem_embed", "no_memory_embedding"),
-        ("no_mem_pos_enc", "no_memory_positional_encoding"),
-        ("no_obj_ptr", "no_object_pointer"),
-        ("mask_downsample.{p}", "mask_downsample.{p}"),
-        *_mlp3("obj_ptr_proj", "object_pointer_proj"),
-    ]
-    return rules
-
-
-def _compile_template(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{\w+\})", template)
-    regex = "".join(f"(?P<{p[1:-1]}>[A-Za-z0-9_]+)" if p.startswith("{") else re.escape(p) for p in parts)
-    return re.compile(regex)
-
-
-_NAME_RULES = _build_name_rules()
-_RELEASE_TO_HEAD = [(_compile_template(r), h) for r, h in _NAME_RULES]
-_HEAD_TO_RELEASE = [(_compile_template(h), r) for r, h in _NAME_RULES]
-# The release stores SAM's 4 point embeddings as 4 nn.Embedding(1, C); transformers stacks them in one [4, C].
-_POINT_EMBEDDINGS_RELEASE = re.compile(r"sam_prompt_encoder\.point_embeddings\.(\d+)\.weight")
-_POINT_EMBEDDINGS_HEAD = "prompt_encoder.point_embed.weight"
-
-
-def _rename(key: str, rules: list[tuple[re.Pattern[str], str]], layout: str) -> str:
-    for pattern, target in rules:
-        match = pattern.fullmatch(key)
-        if match:
-            return target.format(**match.groupdict())
-    hint = " (strip the checkpoint's `sam.` prefix first)" if key.startswith("sam.") else ""
-    raise CheckpointError(f"unknown {layout} SAM2 tensor name {key!r}{hint}")
-
-
-def to_release(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """`MaskHead.state_dict()` -> the release's original-SAM2 names (relative to `sam.`).
-
-    Tensors are passed through except `prompt_encoder.point_embed.weight` [4, C], split into
-    `point_embeddings.{i}.weight` [1, C]. Works on meta tensors; exact inverse of `from_release`.
-    """
-    out: dict[str, Tensor] = {}
-    for key, tensor in sd.items():
-        if key == _POINT_EMBEDDINGS_HEAD:
-            for i in range(tensor.shape[0]):
-                out[f"sam_prompt_encoder.point_embeddings.{i}.weight"] = tensor[i : i + 1].clone()
-        else:
-            out[_rename(key, _HEAD_TO_RELEASE, "MaskHead")] = tensor
-    return out
-
-
-def from_release(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The release's original-SAM2 names (relative to `sam.`) -> `MaskHead.state_dict()` names.
-
-    `point_embeddings.{i}.weight` [1, C] (i = 0..n-1, all present) are stacked into `point_embed.weight`
-    [n, C]. Works on meta tensors; exact inverse of `to_release`. Unknown names (e.g. SAM2.1's
-    `obj_ptr_tpos_proj`) raise `CheckpointError`.
-    """
-    out: dict[str, Tensor] = {}
-    points: dict[int, Tensor] = {}
-    for key, tensor in sd.items():
-        match = _POINT_EMBEDDINGS_RELEASE.fullmatch(key)
-        if match:
-            points[int(match.group(1))] = tensor
-        else:
-            out[_rename(key, _RELEASE_TO_HEAD, "release")] = tensor
-    if points:
-        if sorted(points) != list(range(len(points))):
-            raise CheckpointError(
-                f"sam_prompt_encoder.point_embeddings must be numbered 0..{len(points) - 1}, got {sorted(points)}"
-            )
-        out[_POINT_EMBEDDINGS_HEAD] = torch.cat([points[i] for i in range(len(points))], dim=0)
-    return out

@@ -9,7 +9,6 @@ Mask branch: every frame, /255 first, then bicubic antialiased resize in float, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,29 +42,6 @@ class Video:
     @property
     def size_hw(self) -> tuple[int, int]:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
-
-
-def read_video(path: str | Path) -> Video:
-    """All frames of a video file (anything OpenCV reads), RGB."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such video file")
-    cap = cv2.VideoCapture(str(path))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    if not frames:
-        raise InputError(f"{path}: OpenCV could not decode any frame")
-    if fps <= 0:
-        raise InputError(f"{path}: the file states no frame rate")
-    return Video(np.stack(frames), float(fps))
 
 
 def resize_uint8(frames: torch.Tensor, size: int) -> torch.Tensor:

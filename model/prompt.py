@@ -7,7 +7,7 @@ Template (one user turn; `msg` is an optional instruction inside the media turn)
 The release tokenises each text chunk on its own with `add_special_tokens=True`, so every chunk
 starts with BOS: three BOS in one prompt ("[INST] <Video>", "</Video>{msg}[/INST]",
 " [INST] {question} [/INST] "). The model was trained on prompts made that way, so we REPRODUCE
-the quirk (decision recorded in docs/model.md and pinned by tests/model/test_prompt.py);
+the quirk (decision recorded in docs/model.md and pinned by tests/model/test_tokenizer_prompt.py);
 `one_bos=True` builds the conventional single-BOS prompt for experiments.
 """
 

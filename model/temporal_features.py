@@ -102,3 +102,12 @@ class InternalFeatures:
             text=text, text_mask=torch.ones(text.shape[:2], dtype=torch.bool),
             clip_len_s=self.clip_len_s,
         )
+
+
+def temporal_source(model, tokenizer) -> TemporalFeatureSource:
+    """The feature source the model's configuration names: its own parts (`internal`) or the release's encoders."""
+    cfg = model.cfg
+    if cfg.temporal_features == "internal":
+        return InternalFeatures(model, tokenizer, cfg.temporal_clip_s, cfg.temporal_clip_frames,
+                                cfg.temporal_head.max_text_len)
+    return ExternalEncoders()

@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tpo.contract.tasks import TASK_TOKENS, TASKS
 from tpo.data.synthetic import (  # the synthetic world's words: the tiny vocabulary
     COLOURS,
     NUMBER_WORDS,
     SHAPES,
 )
 from tpo.errors import CheckpointError, ConfigError
-from tpo.manifest import TASK_TOKENS  # noqa: F401  (the shared list; re-exported)
 
 ASSET_DIR = Path(__file__).parent / "assets" / "tokenizers"
 REFERENCE_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "videochat-tpo"
@@ -26,7 +26,8 @@ REFERENCE_TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "r
 
 @dataclass(frozen=True)
 class TaskTokenIds:
-    """Ids of the task tokens. Triggers are what the LLM emits; placeholders carry task embeddings."""
+    """Ids of the task tokens (fields in `TASK_TOKENS` order). Triggers are what the LLM emits;
+    placeholders carry task embeddings. Which token belongs to which task is `tpo.contract.tasks`'s."""
 
     box_begin: int
     time_begin: int
@@ -40,14 +41,23 @@ class TaskTokenIds:
     video_placeholder: int = 0   # the 96 video slots hold id 0 (<unk>) before the splice
 
     @property
+    def by_token(self) -> dict[str, int]:
+        """task token string (`TASK_TOKENS`) -> its id."""
+        return dict(zip(TASK_TOKENS, (self.box_begin, self.time_begin, self.temp, self.boxes, self.track_begin,
+                                      self.tracking, self.track_box)))
+
+    @property
     def triggers(self) -> dict[int, str]:
-        """trigger id -> task name."""
-        return {self.box_begin: "region", self.time_begin: "temporal", self.track_begin: "track"}
+        """trigger id -> task name, for each registered task (a task whose trigger is not one of the
+        vocabulary's task tokens cannot be emitted by this tokenizer, so it has no id here)."""
+        ids = self.by_token
+        return {ids[t.trigger]: t.name for t in TASKS.values() if t.trigger in ids}
 
     @property
     def placeholders(self) -> dict[str, int]:
         """task name -> the placeholder id whose embedding the task embedding replaces."""
-        return {"region": self.boxes, "temporal": self.temp, "track": self.tracking}
+        ids = self.by_token
+        return {t.name: ids[t.placeholder] for t in TASKS.values() if t.placeholder in ids}
 
 
 def resolve_tokenizer_dir(name_or_path: str | Path) -> Path:

@@ -2,8 +2,8 @@
 
 Attribute names are the release's top-level names (`vision_encoder`, `vision_layernorm`, `lm`,
 `box_token`, `loc_decoder`, `track_embed`, `sam`, `cg_model`, ...), so most tensors load by a plain
-copy; the connector (transformers' Q-Former) and the mask head (transformers' SAM2) convert their
-names in their own modules. `release_state_dict()` / `load_release_state_dict()` go through those.
+copy; the connector (transformers' Q-Former, connector.py) and the mask head (transformers' SAM2,
+release_names.py) convert their names. `release_state_dict()` / `release_to_ours()` go through those.
 
 The forward pieces are small on purpose, one per exported graph: `encode_visual`, `embed_prompt`,
 `llm_step`, the heads. Decoding and routing live in `generate.py`.
@@ -14,15 +14,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tpo.contract import tasks
+
 from . import connector as connector_names
-from . import mask_head as mask_head_names
 from . import temporal_head as temporal_head_names
 from .config import TPOConfig
 from .connector import Connector
 from .llm import build_llm
 from .mask_head import MaskHead
 from .prompt import Prompt
-from .release_names import StateDict, add_prefix, take_prefix
+from .release_names import StateDict, add_prefix, sam2_from_release, sam2_to_release, take_prefix
 from .task_adapters import MLP, box_encoder, region_head
 from .temporal_criterion import TemporalCriterion
 from .temporal_head import TemporalHead
@@ -31,7 +32,7 @@ from .vision_encoder import VisionEncoder
 CONNECTOR_PREFIX = "connector."
 # release prefix -> (our module prefix, to_release, from_release) for components that rename
 RENAMED = {
-    "sam.": ("sam.", mask_head_names.to_release, mask_head_names.from_release),
+    "sam.": ("sam.", sam2_to_release, sam2_from_release),
     "cg_model.": ("cg_model.", temporal_head_names.to_release, temporal_head_names.from_release),
 }
 
@@ -45,7 +46,7 @@ class TPOModel(nn.Module):
         self.vision_layernorm = nn.LayerNorm(cfg.vision.width, eps=cfg.vision.final_norm_eps)
         self.connector = Connector(cfg.connector, cfg.vision.width, h)
         self.lm = build_llm(cfg.llm)
-        # task embeddings: fed to the LLM in place of <boxes>, <temp>, <tracking>
+        # task embeddings (tpo.contract.tasks: Task.embedding): fed to the LLM in place of <boxes>, <temp>, <tracking>
         self.box_token = nn.Parameter(torch.randn(1, 1, h))
         self.temporal_token = nn.Parameter(torch.randn(1, 1, h))
         self.track_token = nn.Parameter(torch.randn(1, 1, h))
@@ -89,8 +90,9 @@ class TPOModel(nn.Module):
         return self.lm.get_input_embeddings()(ids.to(self.device))
 
     def task_embedding(self, task: str) -> torch.Tensor:
-        """[1, 1, H]: the learned embedding fed for a task's placeholder token."""
-        return {"region": self.box_token, "temporal": self.temporal_token, "track": self.track_token}[task]
+        """[1, 1, H]: the learned embedding fed for a task's placeholder token (the parameter the task
+        registry names: `Task.embedding`, e.g. `box_token`)."""
+        return getattr(self, tasks.task(task).embedding)
 
     def embed_prompt(
         self,
@@ -113,7 +115,7 @@ class TPOModel(nn.Module):
         if n_slots:
             if boxes is None or boxes.shape[0] != n_slots:
                 got = 0 if boxes is None else boxes.shape[0]
-                raise ValueError(f"prompt has {n_slots} <track_box> token(s) but {got} box(es) were given")
+                raise ValueError(f"prompt has {n_slots} {tasks.TRACK_BOX} token(s) but {got} box(es) were given")
             x[prompt.track_box_positions.to(self.device)] = self.loc_encoder(boxes.to(x)).to(x.dtype)
         return x[None]
 

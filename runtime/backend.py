@@ -1,12 +1,12 @@
 """Inference backends behind one interface: a graph in the manifest -> a callable on numpy arrays.
 
     backend = open_backend("onnxruntime")          # or "tensorrt", "torch" (a plugin, see `register`)
-    runner = backend.load(manifest.graph("llm"))   # hash already checked by the session
-    outputs = runner.run({"inputs_embeds": x, ...})   # name -> np.ndarray, names from the manifest
+    runner = backend.load(manifest.graph(G.LLM.name))  # hash already checked by the session
+    outputs = runner.run(spec.feed(...))           # name -> np.ndarray, names from tpo.contract.graphs
 
 Backends are found by name in a registry; "onnxruntime" and "tensorrt" are built in and import their
 engine lazily, so a missing engine is one clear line (`BackendUnavailable`) and never a silent fallback.
-The torch reference backend lives on the model side (`tpo.torch_backend`) and registers itself
+The torch reference backend (`tpo.torch_backend`, beside the model and the runtime) registers itself
 through the `tpo.runtime_backends` entry point group, so this package never imports torch.
 """
 
@@ -15,31 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from importlib import metadata
-from typing import Protocol
 
 import numpy as np
 
+from tpo.contract import GraphEntry
 from tpo.errors import TPOError
-from tpo.manifest import GraphEntry
 
-NP_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
-
-
-class BackendUnavailable(TPOError):
-    """The backend asked for cannot run here (not installed, no GPU, ...)."""
-
-
-class GraphRunner(Protocol):
-    name: str
-
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-class Backend(Protocol):
-    name: str
-    description: str   # what actually runs, e.g. "onnxruntime 1.22 CPUExecutionProvider"
-
-    def load(self, graph: GraphEntry) -> GraphRunner: ...
+# the interface and its error live in .engine, which the backends import (no backend imports this registry);
+# re-exported here for the callers that know them from this module
+from .engine import NP_DTYPES, Backend, BackendUnavailable, GraphRunner  # noqa: F401
 
 
 # ---------------------------------------------------------------------------------------- onnxruntime

@@ -1,6 +1,6 @@
 """The frame path of a session: pixels in (model inputs) and masks out, on the GPU kernels or on the CPU.
 
-    path = select_frame_path(manifest.data["preprocess"])      # once per session
+    path = select_frame_path(manifest.preprocess)              # once per session
     print(path.describe())   # "frame path: gpu kernels on NVIDIA H200 (sm_90; ...)" / "frame path: cpu (...)"
     pixels = path.mask_frame(rgb)                              # [1, 3, S, S] float32, the mask encoder's input
     clip = path.mllm_frames(rgb_frames)                        # [1, 3, T, s, s] float32, the vision encoder's
@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
+from tpo.contract import Preprocess
 from tpo.errors import InputError
 
 from . import postprocess, preprocess
@@ -74,9 +76,9 @@ class FramePath:
 
     kind = ""
 
-    def __init__(self, pre: dict, reason: str):
-        self.mllm_cfg, self.mask_cfg = pre["mllm"], pre["mask"]
-        self.mllm_size, self.mask_size = int(self.mllm_cfg["image_size"]), int(self.mask_cfg["image_size"])
+    def __init__(self, pre: Preprocess, reason: str):
+        self.mllm_cfg, self.mask_cfg = pre.mllm, pre.mask
+        self.mllm_size, self.mask_size = int(self.mllm_cfg.image_size), int(self.mask_cfg.image_size)
         self.reason = reason
 
     def describe(self) -> str:
@@ -113,14 +115,14 @@ class CpuFramePath(FramePath):
     def mask_frame(self, frame, format="rgb"):
         frame = _to_rgb(check_frames(frame, format), format)
         m = self.mask_cfg
-        return preprocess.mask_frame(frame, self.mask_size, m["mean"], m["std"])
+        return preprocess.mask_frame(frame, self.mask_size, m.mean, m.std)
 
     def mllm_frames(self, frames, format="rgb"):
         frames = check_frames(frames, format, ndim=4)
         if format != "rgb":
             frames = np.stack([_to_rgb(f, format) for f in frames])
         m = self.mllm_cfg
-        return preprocess.mllm_pixels(frames, self.mllm_size, m["mean"], m["std"])
+        return preprocess.mllm_pixels(frames, self.mllm_size, m.mean, m.std)
 
     def frame_inputs(self, frame, format="rgb"):
         rgb = _to_rgb(check_frames(frame, format), format)
@@ -134,15 +136,14 @@ class KernelFramePath(FramePath):
     """tpo.kernels on `device` (a GpuDevice, or an EmulatedDevice in tests). Device buffers are kept per
     session and grow as needed; every call synchronises (results go back to the host)."""
 
-    def __init__(self, pre: dict, device, reason: str):
+    def __init__(self, pre: Preprocess, device, reason: str):
         super().__init__(pre, reason)
         self.device = device
         self.kind = "gpu" if device.kind == "gpu" else "emulated"
         self.stream = 0  # the legacy default stream; I/O binding will bring the engine's
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (ptr, bytes)
         self._views: dict[str, object] = {}  # name -> ArrayView of the last call's result on the device
-        same = (list(self.mllm_cfg["mean"]) == list(self.mask_cfg["mean"])
-                and list(self.mllm_cfg["std"]) == list(self.mask_cfg["std"]))
+        same = self.mllm_cfg.mean == self.mask_cfg.mean and self.mllm_cfg.std == self.mask_cfg.std
         self.one_launch = same  # both inputs share one launch only if they share mean and std
 
     def describe(self) -> str:
@@ -214,7 +215,7 @@ class KernelFramePath(FramePath):
     def _launch(self, frame, outputs, cfg) -> None:
         from tpo.kernels import preprocess as launch_preprocess
 
-        launch_preprocess(self.device, frame, outputs, mean=cfg["mean"], std=cfg["std"], stream=self.stream)
+        launch_preprocess(self.device, frame, outputs, mean=cfg.mean, std=cfg.std, stream=self.stream)
 
     def _download(self, view) -> np.ndarray:
         out = np.empty(view.shape, view.dtype)
@@ -273,12 +274,12 @@ class KernelFramePath(FramePath):
 
 # ---------------------------------------------------------------------- choosing the path
 
-def self_check(path: FramePath, pre: dict) -> str | None:
+def self_check(path: FramePath, pre: Preprocess) -> str | None:
     """Run `path` once on a tiny frame and logits against the CPU path; None if they agree, else one line."""
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (7, 9, 3), np.uint8)
     logits = rng.normal(0, 2, (5, 6)).astype(np.float32)
-    small = {k: {**pre[k], "image_size": n} for k, n in (("mllm", 6), ("mask", 11))}
+    small = replace(pre, mllm=replace(pre.mllm, image_size=6), mask=replace(pre.mask, image_size=11))
     cpu = CpuFramePath(small, "self-check")
     probe = KernelFramePath(small, path.device, "self-check")
     try:
@@ -288,7 +289,7 @@ def self_check(path: FramePath, pre: dict) -> str | None:
         want, want_box = cpu.mask_and_box(logits, 13, 17)
     finally:
         probe.close()
-    level = 1.0 / (255 * min(pre["mllm"]["std"]))
+    level = 1.0 / (255 * min(pre.mllm.std))
     if np.abs(video - want_video).max() > level + 1e-5 or np.abs(mask - want_mask).max() > 1e-4:
         return (f"self-check: kernel pixels differ from the CPU path by up to "
                 f"{max(np.abs(video - want_video).max(), np.abs(mask - want_mask).max()):.3g}")
@@ -301,10 +302,11 @@ def _warn(line: str, stderr) -> None:
     print(f"tpo.runtime: WARNING: {line}", file=stderr if stderr is not None else sys.stderr, flush=True)
 
 
-def select_frame_path(pre: dict, device=None, *, prefer: str = "auto", ordinal: int = 0, stderr=None,
+def select_frame_path(pre: Preprocess, device=None, *, prefer: str = "auto", ordinal: int = 0, stderr=None,
                       probe: Callable | None = None) -> FramePath:
-    """The session's frame path, chosen once. pre: the manifest's "preprocess" section.
+    """The session's frame path, chosen once.
 
+    pre: the manifest's `Preprocess`.
     device: a tpo.kernels Device to use as is (a GpuDevice shared with other code, or an EmulatedDevice in
     tests). prefer: "auto" (the kernels when a GPU can run them), "cpu" (the CPU path, e.g. to compare) or
     "gpu" (the kernels or GpuUnavailableError). probe: stands in for tpo.kernels.available (tests).

@@ -15,7 +15,9 @@ Two paths, kept apart:
   on each trigger one more step whose final-norm hidden state goes through the task router to the head;
 - the fast path, per frame (`MaskTracker.step`, in `tracker.py`): tracking with a fixed-size memory bank.
 Decoding follows `tpo.model.generate` exactly (training trigger order: the step feeds [trigger, task
-embedding]); tests/runtime pin the agreement with the PyTorch pipeline.
+embedding]); tests/runtime pin the agreement with the PyTorch pipeline. Graph inputs and outputs go through the
+contract's specs (`self.run(G.CONNECTOR, vision_tokens=x).visual_embeds`): no tensor name is spelled here.
+Each head's offline answer lives in its task module (`runtime/tasks`), found by the routed task's name.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tpo import manifest as names
+from tpo.contract import EMBEDDINGS, TASK_EMBEDDING, TOKEN_TABLE, TOKENIZER, Manifest
+from tpo.contract import graphs as G
+from tpo.contract import tasks as T
+from tpo.contract.graphs import GraphSpec, Outputs
 from tpo.errors import InputError
-from tpo.manifest import Manifest
 
-from . import postprocess, preprocess
+from . import preprocess
 from .backend import Backend, open_backend
 from .frame_path import FramePath, select_frame_path
 from .text import TextCodec
@@ -44,14 +48,24 @@ from .tracker import MaskTracker
 class Answer:
     text: str
     raw_text: str
-    task: str                                   # first triggered task or "none"
+    task: str                                   # first triggered task, or tasks.CHAT ("none")
     token_ids: list[int]
-    region: list[dict] = field(default_factory=list)     # {"frame", "box" (px), "box_normalised"}
-    temporal: list[dict] = field(default_factory=list)   # {"windows", "saliency", "clip_len_s"}
-    track: list[dict] = field(default_factory=list)      # per object: {"masks" [T,H,W], "boxes", "scores"}
+    results: dict[str, list[dict]] = field(default_factory=dict)   # task -> each run of its head's offline answer
     prompts: dict[str, np.ndarray] = field(default_factory=dict)   # task -> router input hidden [H]
     # task -> probability the LLM gave the trigger token when it chose it (softmax over the vocabulary)
     trigger_probability: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def region(self) -> list[dict]:        # {"frame", "box" (px), "box_normalised"}
+        return self.results.get(T.REGION.name, [])
+
+    @property
+    def temporal(self) -> list[dict]:      # {"windows", "windows_raw", "saliency", "clip_len_s"}
+        return self.results.get(T.TEMPORAL.name, [])
+
+    @property
+    def track(self) -> list[dict]:         # per object: {"masks" [T, H, W], "boxes", "scores"}
+        return self.results.get(T.TRACK.name, [])
 
 
 class Session:
@@ -61,19 +75,17 @@ class Session:
         self.manifest = manifest
         self.backend = backend
         self.timings = Timings()
-        m = manifest.data
-        self.pre, self.llm_cfg, self.tracker_cfg = m["preprocess"], m["llm"], m["tracker"]
-        self.dims = m["dims"]
+        self.pre, self.llm_cfg, self.tracker_cfg = manifest.preprocess, manifest.llm, manifest.tracker
+        self.dims = manifest.dims
         self.frame_path = frame_path or select_frame_path(self.pre)   # GPU kernels when a GPU can run them
-        self.runners = {}
-        for name in m["graphs"]:
-            self.runners[name] = backend.load(manifest.graph(name))
-        emb = load_file(str(manifest.file(names.EMBEDDINGS)))
-        self.token_table = emb[names.TOKEN_TABLE]
-        self.task_embeddings = {t: emb[names.TASK_EMBEDDING.format(task=t)].astype(np.float32) for t in names.TASKS}
-        self.text = TextCodec(manifest.file(names.TOKENIZER), m["tokens"], self.llm_cfg["num_visual_tokens"],
-                              self.llm_cfg["max_prompt_tokens"])
-        self.vision_graphs = {int(k): v for k, v in m["vision"]["graphs_by_frames"].items()}
+        self.runners = {name: backend.load(entry) for name, entry in manifest.graphs.items()}
+        emb = load_file(str(manifest.file(EMBEDDINGS)))
+        self.token_table = emb[TOKEN_TABLE]
+        self.task_embeddings = {t: emb[TASK_EMBEDDING.format(task=t)].astype(np.float32)
+                                for t in manifest.tokens.placeholders}
+        self.text = TextCodec(manifest.file(TOKENIZER), manifest.tokens, self.llm_cfg.num_visual_tokens,
+                              self.llm_cfg.max_prompt_tokens)
+        self.vision_graphs = {frames: G.graph(name) for frames, name in manifest.vision_graphs.items()}
 
     def for_stream(self, frame_path: FramePath | None = None) -> Session:
         """A view of this session for one stream: the same graphs and tables, its own timings and frame
@@ -95,37 +107,55 @@ class Session:
         return stream(self, source if isinstance(source, Source) else open_source(source), question, **options)
 
     # ---------------------------------------------------------------------------------- pieces
-    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self.timings.timed(graph):
-            return self.runners[graph].run(inputs)
+    def run(self, spec: GraphSpec, past: dict | None = None, **inputs: np.ndarray) -> Outputs:
+        """One graph on this session's backend, timed under the graph's name; inputs by their declared names."""
+        feed = spec.feed(past, **inputs)
+        with self.timings.timed(spec.name):
+            return spec.outputs_of(self.runners[spec.name].run(feed))
 
     def embed_tokens(self, ids) -> np.ndarray:
         return self.token_table[np.asarray(ids, dtype=np.int64)].astype(np.float32)
 
     def vision_tokens(self, pixels: np.ndarray) -> np.ndarray:
         """pixels [B, 3, T, S, S] -> normalised vision tokens, in batches the graph's profile allows."""
-        graph = self.vision_graphs.get(pixels.shape[2])
-        if graph is None:
+        spec = self.vision_graphs.get(pixels.shape[2])
+        if spec is None:
             raise InputError(f"no vision graph for {pixels.shape[2]} frames (have {sorted(self.vision_graphs)})")
-        step = self.dims["batch"]["max"]
-        parts = [self.run(graph, {"pixels": pixels[i: i + step]})["vision_tokens"] for i in range(0, len(pixels), step)]
-        return np.concatenate(parts)
+        step = self.dims["batch"].max
+        return np.concatenate([self.run(spec, pixels=pixels[i: i + step]).vision_tokens
+                               for i in range(0, len(pixels), step)])
 
     def llm(self, embeds: np.ndarray, past: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray, dict]:
         """embeds [1, s, H] + past -> (logits [1, s, V], hidden [1, s, H], present as the next past)."""
-        n_layers, kv, hd = self.llm_cfg["num_layers"], self.llm_cfg["num_kv_heads"], self.llm_cfg["head_dim"]
+        cfg = self.llm_cfg
         if past is None:
-            past = {n: np.zeros((1, kv, 0, hd), np.float32) for n in names.past_names(n_layers)}
+            past = {n: np.zeros((1, cfg.num_kv_heads, 0, cfg.head_dim), np.float32) for n in cfg.past_names()}
         past_len = next(iter(past.values())).shape[2]
         s = embeds.shape[1]
-        out = self.run(names.LLM, {
-            "inputs_embeds": embeds.astype(np.float32),
-            "attention_mask": np.ones((1, past_len + s), np.int64),
-            "position_ids": np.arange(past_len, past_len + s, dtype=np.int64)[None], **past})
-        present = {p: out[q] for p, q in zip(names.past_names(n_layers), names.present_names(n_layers))}
-        return out["logits"], out["hidden_states"], present
+        out = self.run(G.LLM, past, inputs_embeds=embeds.astype(np.float32),
+                       attention_mask=np.ones((1, past_len + s), np.int64),
+                       position_ids=np.arange(past_len, past_len + s, dtype=np.int64)[None])
+        return out.logits, out.hidden_states, out.present
 
     # ---------------------------------------------------------------------------------- slow path
+    def _prompt_embeds(self, question: str, frames: np.ndarray, boxes: np.ndarray | None) -> np.ndarray:
+        """The prompt's token embeddings [L, H] with the visual tokens (and any user boxes) spliced in."""
+        media = "image" if frames.shape[0] == 1 else "video"
+        prompt = self.text.prompt(question, media)
+        with self.timings.timed("preprocess"):
+            t = 1 if media == "image" else self.pre.mllm.num_frames
+            pixels = self.frame_path.mllm_frames(frames[preprocess.middle_frame_indices(t, frames.shape[0])])
+        visual = self.run(G.CONNECTOR, vision_tokens=self.vision_tokens(pixels)).visual_embeds   # (1, Q, H)
+        embeds = self.embed_tokens(prompt.input_ids)                                             # (L, H)
+        embeds[prompt.visual_mask] = visual[0]
+        if prompt.track_box_positions.size:
+            if boxes is None or len(boxes) != prompt.track_box_positions.size:
+                got = 0 if boxes is None else len(boxes)
+                raise InputError(f"question has {prompt.track_box_positions.size} {T.TRACK_BOX} token(s) "
+                                 f"but {got} box(es) were given")
+            embeds[prompt.track_box_positions] = self.run(G.BOX_ENCODER, boxes=np.asarray(boxes, np.float32)).box_embeds
+        return embeds
+
     def ask(self, question: str, frames: np.ndarray, fps: float, boxes: np.ndarray | None = None,
             max_new_tokens: int = 32, run_heads: bool = True) -> Answer:
         """Answer `question` about `frames` ([N, H, W, 3] uint8 RGB; one frame = an image) and run each
@@ -133,27 +163,10 @@ class Session:
         frames = check_frames(frames)
         if not fps > 0:
             raise InputError(f"fps must be > 0, got {fps}")
-        mp = self.pre["mllm"]
-        media = "image" if frames.shape[0] == 1 else "video"
-        prompt = self.text.prompt(question, media)
-        with self.timings.timed("preprocess"):
-            t = 1 if media == "image" else mp["num_frames"]
-            idx = preprocess.middle_frame_indices(t, frames.shape[0])
-            pixels = self.frame_path.mllm_frames(frames[idx])
-        tokens = self.vision_tokens(pixels)
-        visual = self.run(names.CONNECTOR, {"vision_tokens": tokens})["visual_embeds"]       # (1, Q, H)
-        embeds = self.embed_tokens(prompt.input_ids)                                          # (L, H)
-        embeds[prompt.visual_mask] = visual[0]
-        if prompt.track_box_positions.size:
-            if boxes is None or len(boxes) != prompt.track_box_positions.size:
-                got = 0 if boxes is None else len(boxes)
-                raise InputError(f"question has {prompt.track_box_positions.size} <track_box> token(s) "
-                                 f"but {got} box(es) were given")
-            box_embeds = self.run(names.BOX_ENCODER, {"boxes": np.asarray(boxes, np.float32)})["box_embeds"]
-            embeds[prompt.track_box_positions] = box_embeds
+        embeds = self._prompt_embeds(question, frames, boxes)
         with self.timings.timed("llm_prefill"):
             logits, _, past = self.llm(embeds[None], None)
-        answer = Answer(text="", raw_text="", task="none", token_ids=[])
+        answer = Answer(text="", raw_text="", task=T.CHAT, token_ids=[])
         next_logits = logits[0, -1]
         for _ in range(max_new_tokens):
             token = int(np.argmax(next_logits))
@@ -170,66 +183,29 @@ class Session:
                 step = np.concatenate([self.embed_tokens([token]), self.task_embeddings[task][None]])[None]
                 logits, hidden, past = self.llm(step, past)
                 next_logits = logits[0, -1]
-            if answer.task == "none":
+            if answer.task == T.CHAT:
                 answer.task = task
             answer.trigger_probability.setdefault(task, _softmax_at(chosen_logits, token))
-            h = hidden[0, -1]
-            answer.prompts.setdefault(task, h)
+            answer.prompts.setdefault(task, hidden[0, -1])
             if run_heads:
-                self.run_head(task, h, frames, fps, question, answer)
+                self.run_head(task, hidden[0, -1], frames, fps, question, answer)
         answer.text, answer.raw_text = self.text.answer(answer.token_ids)
         return answer
 
-    def route(self, h: np.ndarray) -> dict[str, np.ndarray]:
-        return self.run(names.TASK_ROUTER, {"hidden": h[None].astype(np.float32)})
+    def route(self, h: np.ndarray) -> Outputs:
+        """The task router on one hidden state [H]: every head's prompt (batch of one)."""
+        return self.run(G.TASK_ROUTER, hidden=h[None].astype(np.float32))
+
+    def head_prompt(self, task: str, h: np.ndarray) -> np.ndarray:
+        """The router output that is `task`'s head prompt (the contract's `Task.router_output`)."""
+        return self.route(h)[T.task(task).router_output]
 
     def run_head(self, task: str, h: np.ndarray, frames: np.ndarray, fps: float, question: str, answer: Answer) -> None:
-        height, width = frames.shape[1:3]
-        prompts = self.route(h)
-        if task == "region":
-            box = prompts["region_box"][0].astype(np.float32)
-            scale = np.array([width, height, width, height], np.float32)
-            answer.region.append({"frame": 0, "box": (box * scale).tolist(), "box_normalised": box.tolist()})
-        elif task == "temporal":
-            answer.temporal.append(self.temporal(prompts["temporal_prompt"], frames, fps, question))
-        elif task == "track":
-            answer.track.append(self.track_clip(prompts["track_prompt"], frames))
+        """The offline answer of `task`'s head over `frames` (its runtime task module's `offline`)."""
+        from .tasks import TASK_STREAMS
 
-    def temporal(self, prompt_token: np.ndarray, frames: np.ndarray, fps: float, question: str) -> dict:
-        """The temporal head over the whole clip (offline answer): windows in seconds and per-clip saliency."""
-        tp = self.pre["temporal"]
-        clips = preprocess.clip_frame_indices(frames.shape[0], fps, tp["clip_s"], tp["frames_per_clip"])
-        feats = self.clip_features(np.stack([frames[i] for i in clips]))
-        return self.temporal_from_features(prompt_token, feats, question, min(len(clips) * tp["clip_s"],
-                                                                              frames.shape[0] / fps))
-
-    def clip_features(self, clip_frames: np.ndarray) -> np.ndarray:
-        """[Lv, Tc, H, W, 3] uint8 (Tc frames per clip) -> [Lv, Dv] the temporal head's per-clip video features
-        (mean-pooled normalised vision tokens; the model side's `InternalFeatures`)."""
-        tp = self.pre["temporal"]
-        if tp["features"] != "internal":
-            raise InputError(f"temporal features {tp['features']!r} need external encoders not in the artifacts")
-        with self.timings.timed("preprocess"):
-            pixels = np.concatenate([self.frame_path.mllm_frames(c) for c in clip_frames])
-        return self.vision_tokens(pixels).mean(axis=1)
-
-    def temporal_from_features(self, prompt_token: np.ndarray, feats: np.ndarray, question: str,
-                               duration_s: float) -> dict:
-        """feats [Lv, Dv] (+ TEF added here) -> {"windows": [[start_s, end_s, score], ...], "saliency", ...}."""
-        tp = self.pre["temporal"]
-        video = np.concatenate([feats, preprocess.tef(len(feats))], axis=1)[None].astype(np.float32)
-        ids = self.text.question_ids(question, tp["max_text_tokens"])
-        text = self.embed_tokens(ids)[None]
-        out = self.run(names.TEMPORAL_HEAD, {
-            "text_feats": text, "text_mask": np.ones(text.shape[:2], bool), "video_feats": video,
-            "video_mask": np.ones(video.shape[:2], bool), "prompt_token": prompt_token.astype(np.float32)})
-        with self.timings.timed("postprocess"):
-            windows = postprocess.unique_windows(
-                postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"]))
-            raw = postprocess.decode_windows(out["pred_logits"][0], out["pred_spans"][0], duration_s, tp["clip_s"],
-                                             snap=False)
-            saliency = postprocess.decode_saliency(out["saliency"][0], np.ones(video.shape[1], bool))
-        return {"windows": windows, "windows_raw": raw, "saliency": saliency, "clip_len_s": tp["clip_s"]}
+        result = TASK_STREAMS[task].offline(self, self.head_prompt(task, h), frames, fps, question)
+        answer.results.setdefault(task, []).append(result)
 
     # ---------------------------------------------------------------------------------- fast path
     def tracker(self, sparse_prompt: np.ndarray) -> MaskTracker:
@@ -254,16 +230,6 @@ class Session:
                 out.append({"mask": mask, "box": box, "score": _sigmoid(logit), "object_logit": logit,
                             "iou": float(step.iou[o, 0])})
         return out
-
-    def track_clip(self, sparse_prompt: np.ndarray, frames: np.ndarray) -> dict:
-        tracker = self.tracker(sparse_prompt)
-        masks, boxes, scores = [], [], []
-        for frame in frames:
-            r = self.track_frame(tracker, frame)[0]
-            masks.append(r["mask"])
-            boxes.append(r["box"])
-            scores.append(r["score"])
-        return {"masks": np.stack(masks), "boxes": boxes, "scores": scores}
 
 
 def _sigmoid(x: float) -> float:
@@ -291,5 +257,7 @@ def open(artifacts: str | Path, backend: str | Backend = "onnxruntime", verify: 
     if verify:
         manifest.verify()
     if isinstance(backend, str):
+        if backend == "tensorrt":       # engines are found by the exact profile of the manifest's dims
+            backend_args.setdefault("dims", manifest.dims)
         backend = open_backend(backend, **backend_args)
     return Session(manifest, backend)

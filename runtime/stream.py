@@ -79,7 +79,7 @@ class Stream:
         session, source, timings = self.session, self.source, self.timings
         frames = iter(source)
         captured: dict[int, float] = {}
-        n_first = self.options.question_frames or int(session.pre["mllm"]["num_frames"])
+        n_first = self.options.question_frames or session.pre.mllm.num_frames
         first: list[Frame] = []
         while len(first) < n_first and (frame := self._read(frames, captured)) is not None:
             first.append(frame)

@@ -1,8 +1,9 @@
 """The `tensorrt` backend: engines from the export's engine cache, run with TensorRT on one CUDA device.
 
-    backend = TensorRTBackend(dims=manifest["dims"])      # or open_backend("tensorrt", dims=...)
-    runner = backend.load(manifest.graph("llm"))          # the engine built for this graph, GPU, TensorRT
-    outputs = runner.run({"inputs_embeds": x, ...})        # numpy in, numpy out
+    from tpo.contract import graphs as G
+    backend = TensorRTBackend(dims=manifest.dims)         # or open_backend("tensorrt", dims=manifest.dims)
+    runner = backend.load(manifest.graph(G.LLM.name))     # the engine built for this graph, GPU, TensorRT
+    out = G.LLM.outputs_of(runner.run(G.LLM.feed(past=past, ...)))   # numpy in, numpy out
 
 Torch-free. tensorrt and cuda-bindings are imported only inside `TensorRTBackend()`, after the GPU probe
 (`tpo.engine_cache.gpu_probe`, driver API only) found a device: without one, or without TensorRT, the
@@ -25,11 +26,11 @@ import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from tpo import engine_cache as _cache
+from tpo.contract import Dim, GraphEntry
 from tpo.engine_cache import (
     CachedEngine,
     EngineCache,
@@ -39,18 +40,18 @@ from tpo.engine_cache import (
     profile_from_dims,
 )
 from tpo.errors import InputError, TPOError
-from tpo.manifest import GraphEntry
 
-from .backend import BackendUnavailable
+from .engine import BackendUnavailable
 
 EXPORT_HINT = "run `tpo-export --targets tensorrt` on this machine (or point $TPO_ENGINE_CACHE at its engines)"
 
 
 def find_engine(cache: EngineCache, graph: GraphEntry, trt_version: str, compute_capability: str,
-                dims: Mapping[str, Any] | None = None) -> CachedEngine:
-    """The cached engine for `graph` on this TensorRT and GPU, or BackendUnavailable with one line."""
-    what = (f"{graph.path.name} (sha256 {graph.sha256[:12]}..., TensorRT {trt_version}, {compute_capability}, "
-            f"{graph.precision})")
+                dims: Mapping[str, Dim] | None = None) -> CachedEngine:
+    """The cached engine for `graph` on this TensorRT and GPU, or BackendUnavailable with one line.
+    `dims`: the manifest's named-dimension ranges, which give the exact profile the export built for."""
+    what = (f"{Path(graph.file).name} (sha256 {graph.sha256[:12]}..., TensorRT {trt_version}, "
+            f"{compute_capability}, {graph.precision.value})")
     if dims is not None:
         profile = profile_from_dims(graph.inputs, dims, graph.name)
         key = engine_cache_key(graph.sha256, trt_version, compute_capability, graph.precision, profile)
@@ -228,7 +229,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, cache_dir: str | Path | None = None, device: int = 0,
-                 dims: Mapping[str, Any] | None = None, verify: bool = True):
+                 dims: Mapping[str, Dim] | None = None, verify: bool = True):
         gpu = _cache.gpu_probe(device)
         if isinstance(gpu, str):
             raise BackendUnavailable(f"backend tensorrt: no GPU ({gpu})")

@@ -1,6 +1,7 @@
 """Prompt building, tokenisation and answer text on the edge: the `tokenizers` library only (no torch, no
 transformers). The export saves the LLM's tokenizer as `tokenizer/tokenizer.json`, the same Rust tokenizer
-transformers runs, so the ids equal the PyTorch side's (pinned by tests/runtime/test_text.py).
+transformers runs, so the ids equal the PyTorch side's (pinned by tests/runtime/test_session.py,
+`test_the_runtime_tokenizer_equals_the_model_side`).
 
 The prompt reproduces `tpo.model.prompt.build_prompt`: the release's template with one BOS per text chunk.
 """
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tpo.contract import Tokens
+from tpo.contract.tasks import TASK_TOKENS
 from tpo.errors import CheckpointError, InputError
-from tpo.manifest import TASK_TOKENS
 
 
 @dataclass
@@ -26,16 +28,16 @@ class PromptIds:
 
 
 class TextCodec:
-    def __init__(self, tokenizer_json: Path, tokens: dict, num_visual_tokens: int, max_prompt_tokens: int):
+    def __init__(self, tokenizer_json: Path, tokens: Tokens, num_visual_tokens: int, max_prompt_tokens: int):
         from tokenizers import Tokenizer
 
         if not tokenizer_json.is_file():
             raise CheckpointError(f"{tokenizer_json}: missing tokenizer file")
         self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
-        self.bos, self.eos = int(tokens["bos"]), int(tokens["eos"])
-        self.video_placeholder = int(tokens["video_placeholder"])
-        self.track_box = int(tokens["track_box"])
-        self.triggers = {int(k): v for k, v in tokens["triggers"].items()}
+        self.bos, self.eos = tokens.bos, tokens.eos
+        self.video_placeholder = tokens.video_placeholder
+        self.track_box = tokens.track_box
+        self.triggers = dict(tokens.triggers)          # token id -> task name
         self.num_visual_tokens = num_visual_tokens
         self.max_prompt_tokens = max_prompt_tokens
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tpo import manifest as names
+from tpo.contract import Tracker
+from tpo.contract import graphs as G
+from tpo.contract.graphs import Outputs
 from tpo.errors import InputError
 
 
@@ -32,10 +34,10 @@ class TrackStep:
 class MaskTracker:
     """Host state of one tracked clip for O objects; `step(pixels)` per frame, prompted on the first."""
 
-    def __init__(self, run: Callable[[str, dict], dict], tracker_cfg: dict, sparse_prompt: np.ndarray):
-        self.run = run   # (graph name, inputs) -> outputs: the session's timed call
-        k, p = int(tracker_cfg["num_maskmem"]), int(tracker_cfg["max_object_pointers"])
-        g, cm, c = int(tracker_cfg["feature_size"]), int(tracker_cfg["memory_dim"]), int(tracker_cfg["hidden_size"])
+    def __init__(self, run: Callable[..., Outputs], tracker_cfg: Tracker, sparse_prompt: np.ndarray):
+        self.run = run   # (graph spec, **inputs) -> outputs: the session's timed call
+        k, p = tracker_cfg.num_maskmem, tracker_cfg.max_object_pointers
+        g, cm, c = tracker_cfg.feature_size, tracker_cfg.memory_dim, tracker_cfg.hidden_size
         if sparse_prompt.ndim != 3 or sparse_prompt.shape[2] != c:
             raise InputError(f"sparse_prompt must be [objects, N, {c}], got {list(sparse_prompt.shape)}")
         o = sparse_prompt.shape[0]
@@ -60,26 +62,27 @@ class MaskTracker:
     def step(self, pixels: np.ndarray) -> TrackStep:
         """pixels [1, 3, S, S] float32 (runtime.preprocess.mask_frame) -> this frame's masks."""
         t = self.next_frame
-        f = self.run(names.MASK_IMAGE_ENCODER, {"pixels": pixels})
+        f = self.run(G.MASK_IMAGE_ENCODER, pixels=pixels)
         if t == 0:
-            out = self.run(names.MASK_DECODER_PROMPTED, {
-                "image": f["image"], "high_res_s4": f["high_res_s4"], "high_res_s8": f["high_res_s8"],
-                "sparse_prompt": self.sparse_prompt})
+            out = self.run(G.MASK_DECODER_PROMPTED, image=f.image, high_res_s4=f.high_res_s4,
+                           high_res_s8=f.high_res_s8, sparse_prompt=self.sparse_prompt)
         else:
-            frames = self.memory_frame
-            memory_time = np.where(frames == 0, self.k - 1, t - frames - 1)
-            memory_valid = (frames >= 0) & ((frames == 0) | (t - frames <= self.k - 1))
-            pointer_valid = (self.pointer_frame >= 0) & (self.pointer_frame < t)
-            o = self.objects
-            conditioned = self.run(names.MEMORY_ATTENTION, {
-                "image": f["image"], "image_pos": f["image_pos"], "memory": self.memory,
-                "memory_pos": self.memory_pos, "memory_time": np.broadcast_to(memory_time, (o, self.k)),
-                "memory_valid": np.broadcast_to(memory_valid, (o, self.k)), "pointers": self.pointers,
-                "pointer_valid": np.broadcast_to(pointer_valid, (o, self.p))})["conditioned"]
-            out = self.run(names.MASK_DECODER_TRACKED, {
-                "conditioned": conditioned, "high_res_s4": f["high_res_s4"], "high_res_s8": f["high_res_s8"]})
-        mem = self.run(names.MEMORY_ENCODER, {
-            "image": f["image"], "mask_logits": out["mask_logits"], "is_conditioning": np.array(t == 0)})
-        self._store(t, mem["memory"], mem["memory_pos"], out["object_pointer"])
+            out = self.run(G.MASK_DECODER_TRACKED, conditioned=self._attend(t, f), high_res_s4=f.high_res_s4,
+                           high_res_s8=f.high_res_s8)
+        mem = self.run(G.MEMORY_ENCODER, image=f.image, mask_logits=out.mask_logits, is_conditioning=np.array(t == 0))
+        self._store(t, mem.memory, mem.memory_pos, out.object_pointer)
         self.next_frame = t + 1
-        return TrackStep(t, out["mask_logits"], out["iou"], out["object_score"])
+        return TrackStep(t, out.mask_logits, out.iou, out.object_score)
+
+    def _attend(self, t: int, f: Outputs) -> np.ndarray:
+        """Frame t's image features conditioned on the memory bank: slot 0 the prompted frame, the ring the
+        latest frames (time rows as SAM2 numbers them), pointers likewise; invalid slots masked."""
+        frames = self.memory_frame
+        memory_time = np.where(frames == 0, self.k - 1, t - frames - 1)
+        memory_valid = (frames >= 0) & ((frames == 0) | (t - frames <= self.k - 1))
+        pointer_valid = (self.pointer_frame >= 0) & (self.pointer_frame < t)
+        o = self.objects
+        return self.run(G.MEMORY_ATTENTION, image=f.image, image_pos=f.image_pos, memory=self.memory,
+                        memory_pos=self.memory_pos, memory_time=np.broadcast_to(memory_time, (o, self.k)),
+                        memory_valid=np.broadcast_to(memory_valid, (o, self.k)), pointers=self.pointers,
+                        pointer_valid=np.broadcast_to(pointer_valid, (o, self.p))).conditioned

@@ -28,9 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tpo import manifest as names
+from tpo.contract import MANIFEST_FILE, GraphEntry, Manifest, sha256_file
 from tpo.errors import CheckpointError, ConfigError, TPOError
-from tpo.manifest import GraphEntry, Manifest
 from tpo.runtime.backend import NP_DTYPES, BackendUnavailable
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -63,6 +62,13 @@ class TorchGraph:
         self.output_dtypes = [NP_DTYPES[s.dtype] for s in graph.outputs]
         self.seconds = 0.0      # module time incl. the copies to and from the device (like OrtGraph's)
         self.calls = 0
+
+    @classmethod
+    def from_def(cls, defn, device: str = "cpu") -> TorchGraph:
+        """A `tpo.model.graphs.GraphDef`'s fp32 module, for graphs with no artifacts (the bench's random-weight
+        sizes): its resolved tensors stand in for the manifest entry's."""
+        dev = torch.device(device)
+        return cls(defn, defn.module.to(dev).eval(), torch.float32, dev)
 
     def _tensor(self, name: str, dtype: str, value) -> torch.Tensor:
         a = np.ascontiguousarray(value, dtype=NP_DTYPES[dtype])
@@ -155,12 +161,12 @@ class TorchBackend:
     def _checkpoint_for(self, manifest: Manifest) -> tuple[Path, str]:
         from tpo.model.checkpoint import resolve_checkpoint
 
-        where = Path(manifest.root) / names.MANIFEST_FILE
-        info = manifest["model"]["checkpoint"]
+        where = Path(manifest.root) / MANIFEST_FILE
+        info = manifest.model["checkpoint"]
         expected: dict[str, str] = dict(info.get("shards", {}))
         if self.checkpoint is not None:       # the user's choice: used as given, hashes only reported
             files = resolve_checkpoint(self.checkpoint)
-            actual = {p.name: names.sha256_file(p) for p in files.shards if p.is_file()}
+            actual = {p.name: sha256_file(p) for p in files.shards if p.is_file()}
             same = actual == expected
             return self.checkpoint, (" (the export's weights)" if same else
                                      " (given; its shards differ from the ones the artifacts were exported from)")
@@ -178,7 +184,7 @@ class TorchBackend:
             if not file.is_file():
                 raise CheckpointError(f"{file}: shard missing (listed in {where}); pass checkpoint=DIR to the torch "
                                       "backend to use other weights")
-            actual = names.sha256_file(file)
+            actual = sha256_file(file)
             if actual != expected[shard]:
                 raise CheckpointError(
                     f"{file}: sha256 {actual[:12]}... does not match {where}'s {expected[shard][:12]}...; "
@@ -191,19 +197,19 @@ class TorchBackend:
         # the manifest's configuration is what the graphs implement; load_checkpoint takes it as a JSON file
         with tempfile.TemporaryDirectory(prefix="tpo-torch-backend-") as tmp:
             config = Path(tmp) / "tpo_config.json"
-            config.write_text(json.dumps(manifest["model"]["config"]))
+            config.write_text(json.dumps(manifest.model["config"]))
             model, _ = load_checkpoint(ckpt, config=str(config), dtype="fp32")
         return model.float().eval()
 
     @staticmethod
     def _check_io(d, manifest: Manifest) -> None:
-        if d.name not in manifest["graphs"]:
+        if d.name not in manifest.graphs:
             return
         g = manifest.graph(d.name)
         ours = ([t.name for t in d.inputs], [t.name for t in d.outputs])
         theirs = ([s.name for s in g.inputs], [s.name for s in g.outputs])
         if ours != theirs:
-            raise CheckpointError(f"{manifest.root / names.MANIFEST_FILE}: graph {d.name} has tensors {theirs}, "
+            raise CheckpointError(f"{manifest.root / MANIFEST_FILE}: graph {d.name} has tensors {theirs}, "
                                   f"this tpo.model builds {ours} (artifacts from another version; re-export)")
 
     # ---------------------------------------------------------------------------------- graphs

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tpo.contract import Dim, Precision, TensorSpec
 from tpo.errors import CheckpointError, TPOError
 
 ENGINE_FORMAT = "tpo-edge-engine/1"
@@ -141,33 +142,38 @@ def tensorrt_version() -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ profiles
-def profile_from_dims(inputs: Iterable[Any], dims: Mapping[str, Mapping[str, int]], graph: str = "") -> Profile:
+def dim_range(name: str, dim: Dim) -> tuple[int, int, int]:
+    """(min, opt, max) of the named dimension `name`, or TPOError when the range is not ints in order."""
+    try:
+        lo, opt, hi = int(dim.min), int(dim.opt), int(dim.max)
+    except (AttributeError, TypeError, ValueError):
+        raise TPOError(f"dimension {name!r}: range {dim!r} lacks integer min/opt/max") from None
+    if not 0 <= lo <= opt <= hi:
+        raise TPOError(f"dimension {name!r}: range min={lo} opt={opt} max={hi} is not ordered")
+    return lo, opt, hi
+
+
+def profile_from_dims(inputs: Iterable[TensorSpec], dims: Mapping[str, Dim], graph: str = "") -> Profile:
     """The optimization profile of a graph: input name -> (min, opt, max) shapes.
 
-    `inputs` are TensorSpecs or manifest dicts ({"name", "shape"}); a shape item is an int (fixed) or a
-    named dimension whose range `dims[name]` = {"min", "opt", "max"} gives."""
+    A shape item of an input is an int (fixed) or a named dimension whose range the manifest's `dims` gives."""
     profile: Profile = {}
     where = f"graph {graph}: " if graph else ""
     for spec in inputs:
-        name, shape = (spec["name"], spec["shape"]) if isinstance(spec, Mapping) else (spec.name, spec.shape)
-        rows: list[list[int]] = [[], [], []]
-        for d in shape:
+        rows: tuple[list[int], list[int], list[int]] = ([], [], [])
+        for d in spec.shape:
             if isinstance(d, int):
-                for row in rows:
-                    row.append(d)
-                continue
-            if d not in dims:
-                raise TPOError(f"{where}input {name} has dimension {d!r} with no range in the manifest's dims")
-            r = dims[d]
-            try:
-                lo, opt, hi = int(r["min"]), int(r["opt"]), int(r["max"])
-            except (KeyError, TypeError, ValueError):
-                raise TPOError(f"{where}dimension {d!r}: its range {r!r} lacks int min/opt/max") from None
-            if not 0 <= lo <= opt <= hi:
-                raise TPOError(f"{where}dimension {d!r}: range min={lo} opt={opt} max={hi} is not ordered")
-            for row, v in zip(rows, (lo, opt, hi)):
+                bounds = (d, d, d)
+            elif d not in dims:
+                raise TPOError(f"{where}input {spec.name} has dimension {d!r} with no range in the manifest's dims")
+            else:
+                try:
+                    bounds = dim_range(d, dims[d])
+                except TPOError as e:
+                    raise TPOError(f"{where}{e}") from None
+            for row, v in zip(rows, bounds):
                 row.append(v)
-        profile[name] = (tuple(rows[0]), tuple(rows[1]), tuple(rows[2]))
+        profile[spec.name] = (tuple(rows[0]), tuple(rows[1]), tuple(rows[2]))
     return profile
 
 
@@ -201,7 +207,7 @@ def normalize_compute_capability(cc: str | tuple[int, int] | GpuInfo) -> str:
 
 
 def engine_cache_key(onnx_sha256: str, trt_version: str, compute_capability: str | tuple[int, int],
-                     precision: str, profile: Mapping[str, Sequence[Sequence[int]]] | None) -> str:
+                     precision: Precision | str, profile: Mapping[str, Sequence[Sequence[int]]] | None) -> str:
     """The cache key (and file stem) of the engine for these five things; any change gives another key."""
     if not re.fullmatch(r"[0-9a-f]{64}", onnx_sha256 or ""):
         raise TPOError(f"engine cache key: {onnx_sha256!r} is not a sha256 hex digest")
@@ -310,12 +316,12 @@ class EngineCache:
         return found
 
     def find(self, onnx_sha256: str, trt_version: str, compute_capability: str | tuple[int, int],
-             precision: str) -> list[CachedEngine]:
+             precision: Precision | str) -> list[CachedEngine]:
         """Entries for this graph, TensorRT and GPU whatever their profile, newest first."""
         cc = normalize_compute_capability(compute_capability)
         hits = [e for e in self.entries()
                 if e.metadata.get("onnx_sha256") == onnx_sha256
                 and e.metadata.get("tensorrt_version") == str(trt_version)
                 and e.metadata.get("compute_capability") == cc
-                and e.metadata.get("precision") == precision]
+                and e.metadata.get("precision") == str(precision)]
         return sorted(hits, key=lambda e: str(e.metadata.get("created", "")), reverse=True)

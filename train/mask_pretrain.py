@@ -368,13 +368,7 @@ def pretrain_mask_head(
     start_time = time.perf_counter()
     pool = make_clip_pool(pool_clips, seed, scene)
     rng = np.random.default_rng([seed, 1])
-    params = [p for p in head.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimiser = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-
+    params, optimiser = _adamw(head, lr, weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(warmup_steps, steps))
     losses: list[float] = []
     bar = None
@@ -393,19 +387,10 @@ def pretrain_mask_head(
             frames, size = (1, image_batch) if step < image_steps else (clip_frames, batch)
             windows = [sample_window(pool, rng, frames, max_stride, head.config.image_size) for _ in range(size)]
             loss, parts = window_loss(head, windows, prompt_every_frame)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optimiser.step()
-            scheduler.step()
+            _optimiser_step(loss, params, optimiser, scheduler, max_grad_norm)
             losses.append(loss.item())
-            record = {
-                "step": step,
-                "loss": losses[-1],
-                **{name: value.item() for name, value in parts.items()},
-                "lr": optimiser.param_groups[0]["lr"],
-                "seconds": time.perf_counter() - step_start,
-            }
+            record = {"step": step, "loss": losses[-1], **{name: value.item() for name, value in parts.items()},
+                      "lr": optimiser.param_groups[0]["lr"], "seconds": time.perf_counter() - step_start}
             if log is not None:
                 log(record)
             if bar is not None:
@@ -415,6 +400,26 @@ def pretrain_mask_head(
     if bar is not None:
         bar.close()
     return loss_summary(losses, start_time)
+
+
+def _adamw(head: MaskHead, lr: float, weight_decay: float) -> tuple[list[nn.Parameter], torch.optim.AdamW]:
+    """The head's trainable parameters and AdamW over them: weight decay on matrices and kernels only."""
+    params = [p for p in head.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimiser = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    return params, optimiser
+
+
+def _optimiser_step(loss: torch.Tensor, params: list[nn.Parameter], optimiser: torch.optim.Optimizer,
+                    scheduler, max_grad_norm: float) -> None:
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimiser.step()
+    scheduler.step()
 
 
 def freeze_mask_head(head: MaskHead) -> MaskHead:

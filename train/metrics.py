@@ -27,6 +27,8 @@ Box = Sequence[float]
 Window = Sequence[float]
 
 OTB_OVERLAP_THRESHOLDS = np.linspace(0.0, 1.0, 21)      # 0, 0.05, ..., 1
+# OTB's success AUC of a perfect tracker: IoU 1 passes `IoU > t` at the 20 thresholds below 1, never at t = 1.
+PERFECT_SUCCESS_AUC = 20 / 21                            # 0.952...
 QVH_IOU_THRESHOLDS = tuple(round(float(t), 2) for t in np.linspace(0.5, 0.95, 10))
 DAVIS_BOUND_TH = 0.008                                  # boundary tolerance, fraction of the image diagonal
 
@@ -88,8 +90,9 @@ def tracking_success_curve(pred_boxes: Sequence[Box | None], gt_boxes: Sequence[
     of view or fully occluded) are excluded from numerator and denominator. Note: the LaSOT MATLAB
     toolkit drops absent frames from matching but still divides by the full sequence length (and
     pytracking copies that for LaSOT), which caps its scores at the visible fraction; we exclude them
-    from both so that a perfect tracker scores 1. A None prediction on a present frame has IoU 0. No
-    first-frame substitution: score exactly the frames you pass.
+    from both so that a perfect tracker's curve is 1 at every threshold below 1 whatever the target's
+    visibility (at threshold 1 it is 0: no IoU exceeds 1). A None prediction on a present frame has IoU 0.
+    No first-frame substitution: score exactly the frames you pass.
     """
     ious = _track_overlaps(pred_boxes, gt_boxes)
     return (ious[:, None] > np.asarray(thresholds)[None, :]).mean(axis=0)
@@ -98,7 +101,11 @@ def tracking_success_curve(pred_boxes: Sequence[Box | None], gt_boxes: Sequence[
 def tracking_success_auc(pred_boxes: Sequence[Box | None], gt_boxes: Sequence[Box | None]) -> float:
     """Success AUC of one sequence: the mean of the 21-point OTB success curve (see tracking_success_curve).
 
-    A benchmark's AUC averages the per-sequence curves, which equals the mean of per-sequence AUCs.
+    The convention is the OTB toolkit's (and pysot's / pytracking's for OTB): the mean over thresholds
+    0:0.05:1 of the fraction of frames with IoU > threshold. The last point never counts, so a perfect
+    tracker scores PERFECT_SUCCESS_AUC = 20/21 = 0.952, not 1; kept so that numbers compare with published
+    OTB success scores. A benchmark's AUC averages the per-sequence curves, which equals the mean of
+    per-sequence AUCs.
     """
     return float(tracking_success_curve(pred_boxes, gt_boxes).mean())
 
@@ -391,7 +398,7 @@ def format_table(metrics: dict) -> str:
 
 
 __all__ = [
-    "box_iou", "boundary_f", "exact_match", "format_table", "jf_score", "normalise_answer", "qvhighlights_map",
+    "PERFECT_SUCCESS_AUC", "box_iou", "boundary_f", "exact_match", "format_table", "jf_score", "normalise_answer", "qvhighlights_map",
     "region_accuracy", "region_j", "routing_accuracy", "temporal_iou", "temporal_miou", "temporal_recall_at_iou",
     "tracking_precision", "tracking_success_auc", "tracking_success_curve",
 ]

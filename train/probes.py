@@ -35,7 +35,7 @@ from tpo.data.synthetic import CATEGORIES, Clip, make_clip
 from tpo.errors import InputError, TPOError
 
 from . import metrics
-from .samples import frames_to_pixels, resize_frames
+from .sample import frames_to_pixels, resize_frames
 from .vision_pretrain import SUB, VisionPool
 
 RIDGE = 1.0            # ridge penalty on the probe's weights (features are layer-normalised, so O(1))
@@ -104,7 +104,7 @@ def track_prompt_probe(model, tokenizer, held: list[Clip]) -> dict:
     from tpo.model.mask_tracker import track_clip
     from tpo.model.preprocess import Video, mask_pixels
 
-    from .samples import norm_box
+    from .sample import norm_box
 
     cfg = model.cfg
     scores: dict[str, dict[str, list[float]]] = {k: {"success_AUC": [], "J&F": [], "frame0_IoU": []}

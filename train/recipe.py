@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from tpo.contract.tasks import TASKS
 from tpo.data.synthetic import SceneConfig
 from tpo.errors import ConfigError
 from tpo.model.config import load_config
@@ -37,9 +38,10 @@ from tpo.model.prompt import Prompt
 from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
 from tpo.model.tpo_model import TPOModel, build_model
 
-from .losses import region_loss, temporal_targets, track_loss
+from .heads import TRAIN_HEADS, train_head
 from .recipe_config import HEADS, STAGES, RecipeConfig  # noqa: F401  (re-exported)
-from .samples import Sample, build_pool, frames_to_pixels, temporal_inputs
+from .sample import Sample, frames_to_pixels
+from .samples import build_pool
 
 # Stage 0's mask head steps on single images before the video windows (pretrain_mask_head's own split,
 # 150 of 250). A fraction, so that every step count trains the memory path too: with a fixed 150 image
@@ -58,13 +60,13 @@ class TrainState:
 # ---- what each stage trains -------------------------------------------------------------------------
 
 def trainable_parameters(model: TPOModel, stage: int, freeze_vision: bool = False) -> list[torch.nn.Parameter]:
-    """Stage 1: vision, connector, LLM and task embeddings on the LM loss. Stage 2: heads and task
-    embeddings. Stage 3: everything but the frozen mask head. freeze_vision: also leave the vision encoder
-    (and vision_layernorm) out of stages 1 and 3."""
+    """Stage 1: vision, connector, LLM and task embeddings on the LM loss. Stage 2: every registered head
+    (`TrainHead.parameters`) and the task embeddings. Stage 3: everything but the frozen mask head.
+    freeze_vision: also leave the vision encoder (and vision_layernorm) out of stages 1 and 3."""
+    embeddings = tuple(t.embedding for t in TASKS.values())
     names = {
-        1: ("vision_encoder.", "vision_layernorm.", "connector.", "lm.", "box_token", "temporal_token", "track_token"),
-        2: ("loc_decoder.", "track_embed.", "track_embed_decode2.", "cg_model.", "box_token", "temporal_token",
-            "track_token"),
+        1: ("vision_encoder.", "vision_layernorm.", "connector.", "lm.", *embeddings),
+        2: (*(p for h in TRAIN_HEADS.values() for p in h.parameters), *embeddings),
     }
     params = []
     for name, p in model.named_parameters():
@@ -98,36 +100,9 @@ def lr_at(step: int, total: int, rc: RecipeConfig) -> float:
 
 def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: int,
                  rng: torch.Generator) -> dict[str, torch.Tensor]:
-    """LM loss on every sample (stages 1, 3) and each head's loss on its samples (stages 2, 3)."""
-    cfg = model.cfg
-    ids_of = {"region": None, "temporal": None, "track": None}
-    visual = [None] * len(batch)
-    # queries of one clip share its frames: encode each distinct frame stack once
-    groups: dict[int, list[int]] = {}
-    for i, s in enumerate(batch):
-        groups.setdefault(id(s.frames), []).append(i)
-    for media in ("video", "image"):
-        keys = [k for k, idx in groups.items() if (batch[idx[0]].task == "region") == (media == "image")]
-        if keys:
-            pixels = torch.stack([frames_to_pixels(batch[groups[k][0]].frames, cfg) for k in keys])  # (n,3,T,S,S)
-            out = model.encode_visual(pixels)
-            for j, k in enumerate(keys):
-                for i in groups[k]:
-                    visual[i] = out[j: j + 1]
-    embeds = []
-    for s, v in zip(batch, visual):
-        prompt = Prompt(s.input_ids, s.visual_mask, torch.zeros(0, dtype=torch.long))
-        placeholders = {}
-        if s.placeholder >= 0:
-            placeholders = {s.route: int(s.input_ids[s.placeholder])}
-            ids_of[s.route] = placeholders[s.route]
-        embeds.append(model.embed_prompt(prompt, v, placeholders)[0])
-    b, lmax, h = len(batch), max(e.shape[0] for e in embeds), embeds[0].shape[1]
-    x = embeds[0].new_zeros(b, lmax, h)
-    mask = torch.zeros(b, lmax, dtype=torch.long)
-    labels = torch.full((b, lmax), -100, dtype=torch.long)
-    for i, (e, s) in enumerate(zip(embeds, batch)):
-        x[i, : e.shape[0]], mask[i, : e.shape[0]], labels[i, : e.shape[0]] = e, 1, s.labels
+    """LM loss on every sample (stages 1, 3) and each head's loss on its samples (stages 2, 3), in
+    `rc.heads` order."""
+    x, mask, labels = _batch_embeddings(model, batch)
     out = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True, use_cache=False)
     losses: dict[str, torch.Tensor] = {}
     if stage in (1, 3):
@@ -138,30 +113,45 @@ def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: 
         hidden = out.hidden_states[-1]
         for task in rc.heads:
             rows = [i for i, s in enumerate(batch) if s.route == task]
-            if not rows:
-                continue
-            hs = torch.stack([hidden[i, batch[i].placeholder] for i in rows])          # (n, H)
-            if task == "region":
-                target = torch.stack([batch[i].box for i in rows])
-                losses["region"] = region_loss(model.region_box(hs), target)
-            elif task == "track":
-                boxes = torch.stack([batch[i].box for i in rows])
-                with torch.no_grad():
-                    target = model.sam.prompt_embedding(boxes)                          # (n, 3, C)
-                losses["track"] = track_loss(model.track_prompt(hs), target, model.track_embed_decode2(hs), boxes)
-            else:
-                samples = [batch[i] for i in rows]
-                feats = temporal_inputs(model, samples)
-                result = model.cg_model(
-                    text_feats=feats["text"], text_mask=feats["text_mask"], video_feats=feats["video"],
-                    video_mask=feats["video_mask"], prompt_token=hs[:, None],
-                    relevant_clips=feats["saliency"], video_ids=[s.clip for s in samples],
-                )
-                targets = temporal_targets([s.spans for s in samples], feats["saliency"],
-                                           [int(m.sum()) for m in feats["video_mask"]], rng)
-                parts = model.cg_criterion(result, targets)
-                losses["temporal"] = rc.temporal_weight * model.cg_criterion.weighted_total(parts)
+            if rows:
+                hs = torch.stack([hidden[i, batch[i].placeholder] for i in rows])          # (n, H)
+                losses[task] = train_head(task).loss(model, hs, [batch[i] for i in rows], rc, rng)
     return losses
+
+
+def _batch_visual(model: TPOModel, batch: list[Sample]) -> list[torch.Tensor]:
+    """Each sample's visual tokens [1, Q, H]; queries of one clip share its frames, so each distinct frame
+    stack is encoded once (videos first, then images, in one batch per media)."""
+    visual: list = [None] * len(batch)
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(batch):
+        groups.setdefault(id(s.frames), []).append(i)
+    for media in ("video", "image"):
+        keys = [k for k, idx in groups.items() if batch[idx[0]].media == media]
+        if keys:
+            pixels = torch.stack([frames_to_pixels(batch[groups[k][0]].frames, model.cfg) for k in keys])
+            out = model.encode_visual(pixels)                                              # (n, Q, H)
+            for j, k in enumerate(keys):
+                for i in groups[k]:
+                    visual[i] = out[j: j + 1]
+    return visual
+
+
+def _batch_embeddings(model: TPOModel, batch: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batch right-padded: inputs_embeds [B, L, H] (task embeddings at the placeholders), attention
+    mask [B, L] and labels [B, L] (-100 on padding)."""
+    embeds = []
+    for s, v in zip(batch, _batch_visual(model, batch)):
+        prompt = Prompt(s.input_ids, s.visual_mask, torch.zeros(0, dtype=torch.long))
+        placeholders = {s.route: int(s.input_ids[s.placeholder])} if s.placeholder >= 0 else {}
+        embeds.append(model.embed_prompt(prompt, v, placeholders)[0])
+    b, lmax, h = len(batch), max(e.shape[0] for e in embeds), embeds[0].shape[1]
+    x = embeds[0].new_zeros(b, lmax, h)
+    mask = torch.zeros(b, lmax, dtype=torch.long)
+    labels = torch.full((b, lmax), -100, dtype=torch.long)
+    for i, (e, s) in enumerate(zip(embeds, batch)):
+        x[i, : e.shape[0]], mask[i, : e.shape[0]], labels[i, : e.shape[0]] = e, 1, s.labels
+    return x, mask, labels
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------

@@ -1,15 +1,16 @@
-"""The recipe's settings (`RecipeConfig`) and names (`HEADS`, `STAGES`): torch-free, so `tpo-train` can
-show its defaults in --help and refuse a wrong argument before torch and the model are imported.
-`tpo.train.recipe` re-exports all three.
+"""The recipe's settings (`RecipeConfig`) and names (`HEADS`, `STAGES`): torch-free (as the task registry
+`tpo.contract.tasks` is), so `tpo-train` can show its defaults in --help and refuse a wrong argument before
+torch and the model are imported. `tpo.train.recipe` re-exports all three.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tpo.contract.tasks import TASKS
 from tpo.errors import ConfigError
 
-HEADS = ("region", "temporal", "track")
+HEADS = tuple(TASKS)        # the released tasks' heads, in the registry's order (the default --heads)
 STAGES = (0, 1, 2, 3)
 
 
@@ -39,9 +40,9 @@ class RecipeConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
-        bad = [h for h in self.heads if h not in HEADS]
+        bad = [h for h in self.heads if h not in TASKS]
         if bad or not self.heads:
-            raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(HEADS)}")
+            raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(TASKS)}")
         bad_stages = [s for s in self.stages if s not in STAGES]
         if bad_stages or not self.stages:
             raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")

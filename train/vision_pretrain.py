@@ -32,7 +32,7 @@ from tpo.data.synthetic import CATEGORIES, Clip, SceneConfig, make_clip
 from tpo.errors import ConfigError
 from tpo.model.preprocess import middle_frame_indices
 
-from .samples import frames_to_pixels, resize_frames
+from .sample import frames_to_pixels, resize_frames
 from .schedule import loss_summary, warmup_cosine
 
 SUB = 2                      # each token predicts a SUB x SUB grid of sub-cells of its patch

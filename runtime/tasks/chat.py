@@ -7,6 +7,8 @@ from .base import TaskContext, TaskStep
 
 
 class ChatStream:
+    offline = None      # no head: the answer is the text
+
     def __init__(self, ctx: TaskContext) -> None:
         self.text = ctx.answer.text
 

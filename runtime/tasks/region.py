@@ -1,14 +1,18 @@
-"""Region: one box for the object the question names, on the first frame (the image the question is about).
+"""Region: one box for the object the question names, on the first frame of the question's clip.
 
-Region questions are about one image, as the release trains them: a question routed to region on the
-video clip is asked again on the first frame alone, and that answer's region prompt gives the box. The box
-belongs to the first frame; later frames pass through (the answer line keeps saying where it was).
-Its score is the probability the LLM gave the region trigger: the region head itself has no box score.
+The stream asks the LLM once per question: the region head reads the hidden state of the question as the
+stream asked it (about its first frames) and its box is placed on the first of them; later frames pass
+through (the answer line keeps saying where it was). The release trains region questions on single images:
+to ask about one image exactly as trained, ask `Session.ask(question, frame[None], fps)`, or stream with
+`question_frames=1`. The score is the probability the LLM gave the region trigger: the region head has no box
+score of its own.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from tpo.contract.tasks import REGION
 
 from ..results import TrackedObject
 from ..sources import Frame
@@ -16,16 +20,21 @@ from .base import TaskContext, TaskStep, box_text, target_phrase
 
 
 class RegionStream:
+    @staticmethod
+    def offline(session, prompt: np.ndarray, frames: np.ndarray, fps: float, question: str) -> dict:
+        """The head's box for the question's image (the router's region output [1, 4], normalised x1, y1, x2, y2,
+        unclamped as the release outputs it) in the frame's pixels."""
+        height, width = frames.shape[1:3]
+        box = prompt[0].astype(np.float32)
+        scale = np.array([width, height, width, height], np.float32)
+        return {"frame": 0, "box": (box * scale).tolist(), "box_normalised": box.tolist()}
+
     def __init__(self, ctx: TaskContext) -> None:
         session, answer, first = ctx.session, ctx.answer, ctx.first[0]
-        hidden, probability = answer.prompts["region"], answer.trigger_probability.get("region", 1.0)
-        if len(ctx.first) > 1:
-            image_answer = session.ask(ctx.question, first.rgb[None], ctx.fps, run_heads=False)
-            if "region" in image_answer.prompts:
-                hidden = image_answer.prompts["region"]
-                probability = image_answer.trigger_probability["region"]
+        hidden, probability = answer.prompts[REGION.name], answer.trigger_probability[REGION.name]
         h, w = first.rgb.shape[:2]
-        box = session.route(hidden)["region_box"][0] * np.array([w, h, w, h], np.float32)
+        box = self.offline(session, session.head_prompt(REGION.name, hidden), first.rgb[None], ctx.fps,
+                           ctx.question)["box"]
         box = [float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h)),
                float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))]
         self.frame_index = first.index

@@ -14,17 +14,59 @@ from __future__ import annotations
 
 import numpy as np
 
+from tpo.contract import graphs as G
+from tpo.contract.tasks import TEMPORAL
+from tpo.errors import InputError
+
+from .. import postprocess, preprocess
 from ..sources import Frame
 from .base import TaskContext, TaskStep, seconds_text, target_phrase
 
 
+def clip_features(session, clip_frames: np.ndarray) -> np.ndarray:
+    """[Lv, Tc, H, W, 3] uint8 (Tc frames per clip) -> [Lv, Dv] the temporal head's per-clip video features
+    (mean-pooled normalised vision tokens; the model side's `InternalFeatures`)."""
+    tp = session.pre.temporal
+    if tp.features != "internal":
+        raise InputError(f"temporal features {tp.features!r} need external encoders not in the artifacts")
+    with session.timings.timed("preprocess"):
+        pixels = np.concatenate([session.frame_path.mllm_frames(c) for c in clip_frames])
+    return session.vision_tokens(pixels).mean(axis=1)
+
+
+def windows_from_features(session, prompt_token: np.ndarray, feats: np.ndarray, question: str,
+                          duration_s: float) -> dict:
+    """feats [Lv, Dv] (+ TEF added here) -> {"windows": [[start_s, end_s, score], ...] best first, each moment
+    once, snapped to the clip grid; "windows_raw" (every query, the head's resolution); "saliency"; "clip_len_s"}."""
+    tp = session.pre.temporal
+    video = np.concatenate([feats, preprocess.tef(len(feats))], axis=1)[None].astype(np.float32)
+    text = session.embed_tokens(session.text.question_ids(question, tp.max_text_tokens))[None]
+    out = session.run(G.TEMPORAL_HEAD, text_feats=text, text_mask=np.ones(text.shape[:2], bool), video_feats=video,
+                      video_mask=np.ones(video.shape[:2], bool), prompt_token=prompt_token.astype(np.float32))
+    with session.timings.timed("postprocess"):
+        raw = postprocess.decode_windows(out.pred_logits[0], out.pred_spans[0], duration_s, tp.clip_s, snap=False)
+        windows = postprocess.unique_windows(
+            postprocess.decode_windows(out.pred_logits[0], out.pred_spans[0], duration_s, tp.clip_s))
+        saliency = postprocess.decode_saliency(out.saliency[0], np.ones(video.shape[1], bool))
+    return {"windows": windows, "windows_raw": raw, "saliency": saliency, "clip_len_s": tp.clip_s}
+
+
 class TemporalStream:
+    @staticmethod
+    def offline(session, prompt: np.ndarray, frames: np.ndarray, fps: float, question: str) -> dict:
+        """The temporal head over the whole clip: windows in seconds and per-clip saliency."""
+        tp = session.pre.temporal
+        clips = preprocess.clip_frame_indices(frames.shape[0], fps, tp.clip_s, tp.frames_per_clip)
+        feats = clip_features(session, np.stack([frames[i] for i in clips]))
+        return windows_from_features(session, prompt, feats, question, min(len(clips) * tp.clip_s,
+                                                                           frames.shape[0] / fps))
+
     def __init__(self, ctx: TaskContext) -> None:
         self.session, self.question, self.fps = ctx.session, ctx.question, ctx.fps
         self.window_clips, self.open_score = ctx.options.window_clips, ctx.options.open_score
-        tp = ctx.session.pre["temporal"]
-        self.clip_s, self.per_clip = float(tp["clip_s"]), int(tp["frames_per_clip"])
-        self.prompt_token = ctx.session.route(ctx.answer.prompts["temporal"])["temporal_prompt"]
+        tp = ctx.session.pre.temporal
+        self.clip_s, self.per_clip = float(tp.clip_s), int(tp.frames_per_clip)
+        self.prompt_token = ctx.session.head_prompt(TEMPORAL.name, ctx.answer.prompts[TEMPORAL.name])
         self.label = target_phrase(ctx.question)
         self.feats: list[np.ndarray] = []
         self.chosen: list[Frame] = []        # the frames of the clip being filled
@@ -39,7 +81,7 @@ class TemporalStream:
         return int(np.floor((clip * self.clip_s + (k + 0.5) * self.clip_s / self.per_clip) * self.fps))
 
     def _add_clip(self) -> None:
-        self.feats.append(self.session.clip_features(np.stack([f.rgb for f in self.chosen])[None])[0])
+        self.feats.append(clip_features(self.session, np.stack([f.rgb for f in self.chosen])[None])[0])
         self.chosen = []
 
     def on_frame(self, frame: Frame) -> TaskStep:
@@ -53,8 +95,8 @@ class TemporalStream:
         self._add_clip()
         window = np.stack(self.feats[-self.window_clips:])
         offset = (len(self.feats) - len(window)) * self.clip_s
-        start, end, score = self.session.temporal_from_features(self.prompt_token, window, self.question,
-                                                                len(window) * self.clip_s)["windows"][0]
+        start, end, score = windows_from_features(self.session, self.prompt_token, window, self.question,
+                                                  len(window) * self.clip_s)["windows"][0]
         reaches_now = end >= len(window) * self.clip_s - self.clip_s - 1e-6
         holds = score >= self.open_score and reaches_now
         if self.open is None and holds:
@@ -94,8 +136,8 @@ class TemporalStream:
             events.append(self._close(self.last.time_s))
         if self.feats:
             duration = min(len(self.feats) * self.clip_s, self.count / self.fps)
-            result = self.session.temporal_from_features(self.prompt_token, np.stack(self.feats), self.question,
-                                                         duration)
+            result = windows_from_features(self.session, self.prompt_token, np.stack(self.feats), self.question,
+                                           duration)
             windows = result["windows"]
             self.text = (f"{self.label}: from {seconds_text(windows[0][0])} to {seconds_text(windows[0][1])}"
                          if windows else f"{self.label}: no moment found")

@@ -6,16 +6,33 @@ prediction, and the mask and box when the object is present (probability >= `con
 
 from __future__ import annotations
 
+import numpy as np
+
+from tpo.contract.tasks import TRACK
+
 from ..results import TrackedObject
 from ..sources import Frame
 from .base import TaskContext, TaskStep, target_phrase
 
 
 class TrackStream:
+    @staticmethod
+    def offline(session, prompt: np.ndarray, frames: np.ndarray, fps: float, question: str) -> dict:
+        """The clip tracked from the router's sparse prompt [1, N, C] (object 0): masks [T, H, W], boxes (px or
+        None), presence probabilities."""
+        tracker = session.tracker(prompt)
+        masks, boxes, scores = [], [], []
+        for frame in frames:
+            r = session.track_frame(tracker, frame)[0]
+            masks.append(r["mask"])
+            boxes.append(r["box"])
+            scores.append(r["score"])
+        return {"masks": np.stack(masks), "boxes": boxes, "scores": scores}
+
     def __init__(self, ctx: TaskContext) -> None:
         self.session = ctx.session
         self.options = ctx.options
-        self.tracker = ctx.session.tracker(ctx.session.route(ctx.answer.prompts["track"])["track_prompt"])
+        self.tracker = ctx.session.tracker(ctx.session.head_prompt(TRACK.name, ctx.answer.prompts[TRACK.name]))
         self.label = target_phrase(ctx.question)
         self.present: bool | None = None
 

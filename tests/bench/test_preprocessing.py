@@ -11,10 +11,14 @@ import pytest
 from tpo.bench.preprocessing import GOAL_SIZES, PARTS, SIZES, markdown, measure, row, size_name
 from tpo.bench.report import write_report
 from tpo.bench.stages import Timed
+from tpo.contract import Preprocess
 from tpo.runtime.frame_path import CpuFramePath
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-PRE = {"mllm": {"image_size": 112, "num_frames": 3, **IMAGENET}, "mask": {"image_size": 256, **IMAGENET}}
+PRE = Preprocess.from_json({"mllm": {"image_size": 112, "num_frames": 3, **IMAGENET},
+                            "mask": {"image_size": 256, **IMAGENET},
+                            "temporal": {"features": "internal", "clip_s": 2.0, "frames_per_clip": 1,
+                                         "max_text_tokens": 16}}, "test")
 # fixed per-call seconds per part, so the section's arithmetic is checked exactly
 SECONDS = {"mask_frame": 0.004, "mllm_frame": 0.003, "mllm_clip": 0.009, "track_step": 0.040, "postprocess": 0.002}
 

@@ -59,18 +59,41 @@ def test_live_source_fast_consumer_drops_nothing(tmp_path):
 
 
 def test_example_feed_respects_domains():
-    from tpo.model.graphs import TensorDef
+    """Values by each tensor's declared domain (the contract's), whatever the tensor is called."""
+    from tpo.contract.graphs import TensorSpec
 
     class Def:
-        inputs = [TensorDef("memory_time", "int64", ("objects", 4)), TensorDef("memory_valid", "bool", ("objects", 4)),
-                  TensorDef("is_conditioning", "bool", ()), TensorDef("position_ids", "int64", ("batch", "sequence")),
-                  TensorDef("x", "float32", ("objects", 3))]
+        inputs = [TensorSpec("a", "int64", ("objects", 4), "slot_times"), TensorSpec("b", "bool", ("objects", 4), "valid"),
+                  TensorSpec("c", "bool", (), "flag"), TensorSpec("d", "int64", ("batch", "sequence"), "positions"),
+                  TensorSpec("e", "int64", ("batch", "total_sequence"), "ones"),
+                  TensorSpec("f", "float32", ("boxes", 4), "box_corners"), TensorSpec("x", "float32", ("objects", 3))]
 
-    f = example_feed(Def, {"objects": 2, "batch": 1, "sequence": 3, "past_sequence": 5})
-    assert f["memory_time"].tolist() == [[0, 1, 2, 3]] * 2
-    assert f["memory_valid"].all() and f["is_conditioning"].shape == ()
-    assert f["position_ids"].tolist() == [[5, 6, 7]]
+    f = example_feed(Def, {"objects": 2, "batch": 1, "sequence": 3, "past_sequence": 5, "total_sequence": 8,
+                           "boxes": 3})
+    assert f["a"].tolist() == [[0, 1, 2, 3]] * 2
+    assert f["b"].all() and f["c"].shape == () and not f["c"]
+    assert f["d"].tolist() == [[5, 6, 7]]
+    assert f["e"].shape == (1, 8) and f["e"].dtype == np.int64 and f["e"].all()
+    assert f["f"].shape == (3, 4) and ((f["f"] >= 0) & (f["f"] <= 1)).all()
     assert f["x"].shape == (2, 3) and f["x"].dtype == np.float32
+
+
+def test_example_feed_of_every_contract_graph_matches_its_dtypes():
+    from tpo.contract import graphs as G
+    from tpo.runtime.backend import NP_DTYPES
+
+    sizes = {d: 2 for d in G.DYNAMIC_DIMS} | {"total_sequence": 4} | {s: 3 for s in G.SIZES}
+    for spec in G.GRAPHS:
+        inputs, _ = spec.tensors(sizes, num_layers=1)
+
+        class Def:
+            pass
+
+        Def.inputs = inputs
+        feed = example_feed(Def, sizes)
+        assert list(feed) == [t.name for t in inputs], spec.name
+        for t in inputs:
+            assert feed[t.name].dtype == NP_DTYPES[t.dtype], (spec.name, t.name)
 
 
 def test_extrapolation_is_linear_in_layers_and_labelled():

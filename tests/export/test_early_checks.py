@@ -76,7 +76,7 @@ def test_unknown_config_lists_the_presets(tmp_path):
 
 
 def test_tensorrt_target_that_cannot_run_here_is_refused_before_exporting(tmp_path):
-    from tpo.export.tensorrt import TensorRTUnavailable, probe_tensorrt
+    from tpo.export.tensorrt_probe import TensorRTUnavailable, probe_tensorrt
 
     try:
         probe_tensorrt()

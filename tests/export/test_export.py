@@ -10,21 +10,21 @@ import numpy as np
 import onnx
 import pytest
 
-from tpo import manifest as names
+from tpo.contract import MANIFEST_FILE, Manifest
+from tpo.contract import graphs as G
 from tpo.errors import CheckpointError, TPOError
 from tpo.export import cli
 from tpo.export.exporter import ExportOptions, ParityFailed, export_artifacts
-from tpo.manifest import Manifest
 
 
 def _manifest(folder: Path) -> dict:
-    return json.loads((folder / names.MANIFEST_FILE).read_text())
+    return json.loads((folder / MANIFEST_FILE).read_text())
 
 
 # ------------------------------------------------------------------------------------------- fp32 / fp16
 def test_fp32_export_has_every_graph_within_budget(fp32_artifacts):
     m = _manifest(fp32_artifacts)
-    assert set(m["graphs"]) == set(names.GRAPHS)
+    assert set(m["graphs"]) == {g.name for g in G.GRAPHS}
     parity = m["parity"]
     assert parity["passed"] and not parity["failures"]
     for name, r in parity["graphs"].items():
@@ -47,8 +47,8 @@ def test_fp16_export_is_half_the_size_with_islands_and_agrees(fp16_artifacts, fp
         assert g["bytes"] < 0.8 * m32["graphs"][name]["bytes"], name
     total16 = sum(g["bytes"] for g in m16["graphs"].values())
     assert total16 < 0.6 * sum(g["bytes"] for g in m32["graphs"].values())
-    assert "Softmax" in m16["graphs"][names.LLM]["fp32_islands"]
-    model = onnx.load(str(fp16_artifacts / m16["graphs"][names.MASK_IMAGE_ENCODER]["file"]))
+    assert "Softmax" in m16["graphs"][G.LLM.name]["fp32_islands"]
+    model = onnx.load(str(fp16_artifacts / m16["graphs"][G.MASK_IMAGE_ENCODER.name]["file"]))
     dtypes = {init.data_type for init in model.graph.initializer if len(init.dims) >= 2}
     assert onnx.TensorProto.FLOAT16 in dtypes
     # inputs and outputs stay fp32 (keep_io_types): the host feeds the same tensors at either precision
@@ -68,9 +68,9 @@ def test_manifest_names_match_the_graph_files(fp32_artifacts):
             for t, v in zip(declared, actual):
                 dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
                 assert dims == t["shape"], (name, t["name"])
-    llm_inputs = [t["name"] for t in m["graphs"][names.LLM]["inputs"]]
+    llm_inputs = [t["name"] for t in m["graphs"][G.LLM.name]["inputs"]]
     assert "past_key_values.0.key" in llm_inputs and "present.0.value" in [
-        t["name"] for t in m["graphs"][names.LLM]["outputs"]]
+        t["name"] for t in m["graphs"][G.LLM.name]["outputs"]]
     for dim in ("batch", "sequence", "past_sequence", "objects", "clips"):
         assert dim in m["dims"]
 
@@ -108,7 +108,7 @@ def test_interrupted_export_leaves_no_loadable_artifact(tmp_path, monkeypatch):
     out = tmp_path / "art"
     with pytest.raises(KeyboardInterrupt):
         export_artifacts(ExportOptions(out=out, precision="fp32", progress=False,
-                                       graphs=(names.BOX_ENCODER, names.TASK_ROUTER), skip_task_parity=True))
+                                       graphs=(G.BOX_ENCODER.name, G.TASK_ROUTER.name), skip_task_parity=True))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []          # the partial folder is gone too
     with pytest.raises(TPOError):
@@ -122,7 +122,7 @@ def test_a_failed_gate_writes_only_the_report(tmp_path, monkeypatch):
     out = tmp_path / "art"
     with pytest.raises(ParityFailed, match="box_encoder.box_embeds"):
         export_artifacts(ExportOptions(out=out, precision="fp32", progress=False,
-                                       graphs=(names.BOX_ENCODER,), skip_task_parity=True))
+                                       graphs=(G.BOX_ENCODER.name,), skip_task_parity=True))
     assert not out.exists()
     report = json.loads((tmp_path / "art.parity-failed.json").read_text())
     assert report["passed"] is False and report["graphs"]["box_encoder"]["samples"] >= 1
@@ -131,11 +131,11 @@ def test_a_failed_gate_writes_only_the_report(tmp_path, monkeypatch):
 def test_a_subset_export_is_loadable_and_verified(tmp_path):
     out = tmp_path / "art"
     m = export_artifacts(ExportOptions(out=out, precision="fp16", progress=False,
-                                       graphs=(names.BOX_ENCODER,), skip_task_parity=True))
+                                       graphs=(G.BOX_ENCODER.name,), skip_task_parity=True))
     loaded = Manifest.load(out)
     loaded.verify()
-    assert loaded.graph(names.BOX_ENCODER).path.is_file()
-    assert m["parity"]["graphs"][names.BOX_ENCODER]["max_rel"] < 1e-2
+    assert loaded.graph(G.BOX_ENCODER.name).path.is_file()
+    assert m.parity["graphs"][G.BOX_ENCODER.name]["max_rel"] < 1e-2 and m.root == out
 
 
 # ------------------------------------------------------------------------------------------- the command
@@ -159,7 +159,7 @@ def test_existing_out_is_refused_without_force(tmp_path, capsys):
 
 
 def test_tensorrt_target_without_gpu_is_one_line(fp32_artifacts, capsys):
-    rc = cli.tensorrt_target(_manifest(fp32_artifacts), fp32_artifacts)
+    rc = cli.tensorrt_target(Manifest.load(fp32_artifacts), fp32_artifacts)
     err = capsys.readouterr().err.strip()
     assert rc == cli.EXIT_TENSORRT and len(err.splitlines()) == 1 and "tensorrt target" in err
 
@@ -190,14 +190,14 @@ def test_large_graphs_keep_weights_in_a_hashed_side_file(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
     out = tmp_path / "art"
     m = export_artifacts(ExportOptions(out=out, precision="fp16", progress=False,
-                                       graphs=(names.TASK_ROUTER,), skip_task_parity=True))
-    entry = m["graphs"][names.TASK_ROUTER]
-    assert list(entry["extra_files"]) == ["task_router.onnx.data"]
+                                       graphs=(G.TASK_ROUTER.name,), skip_task_parity=True))
+    entry = m.graphs[G.TASK_ROUTER.name]
+    assert list(entry.extra_files) == ["task_router.onnx.data"]
     data = out / "task_router.onnx.data"
     assert data.stat().st_size > (out / "task_router.onnx").stat().st_size
     loaded = Manifest.load(out)
     loaded.verify()
-    runner = OnnxRuntimeBackend().load(loaded.graph(names.TASK_ROUTER))
+    runner = OnnxRuntimeBackend().load(loaded.graph(G.TASK_ROUTER.name))
     result = runner.run({"hidden": np.ones((1, 256), np.float32)})
     assert result["track_prompt"].shape == (1, 3, 128)
     blob = bytearray(data.read_bytes())

@@ -8,6 +8,7 @@ import hashlib
 import importlib.abc
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,15 @@ from onnx import helper as h
 from onnx import numpy_helper
 
 from tpo import engine_cache
+from tpo.contract import Dim, GraphEntry, Manifest, Precision, TensorSpec
 from tpo.engine_cache import EngineCache, GpuInfo, engine_cache_key, probe_with_driver, profile_from_dims
-from tpo.errors import TPOError
-from tpo.export import tensorrt as trt_target
-from tpo.export.tensorrt import TensorRTUnavailable, build_engines, lint_for_tensorrt
+from tpo.errors import CheckpointError, TPOError
+from tpo.export import tensorrt_build, tensorrt_probe
+from tpo.export.tensorrt_build import build_engines
+from tpo.export.tensorrt_lint import lint_for_tensorrt, lint_manifest
+from tpo.export.tensorrt_probe import TensorRTUnavailable
 
-DIMS = {"batch": {"min": 1, "opt": 2, "max": 8}, "seq": {"min": 1, "opt": 64, "max": 512}}
+DIMS = {"batch": Dim(1, 2, 8), "seq": Dim(1, 64, 512)}
 SHA = hashlib.sha256(b"graph").hexdigest()
 FAKE_GPU = GpuInfo(0, "Fake Orin", 8, 7, 12060, 1 << 34)
 
@@ -120,7 +124,7 @@ def test_symbolic_dims_without_a_profile(tmp_path):
         "mlp.onnx: input 'x' axis 1: dimension 'seq' has no min/opt/max in the manifest's dims, "
         "so no optimization profile covers it"
     ]
-    bad = lint_for_tensorrt(path, {**DIMS, "seq": {"min": 8, "opt": 4, "max": 16}})
+    bad = lint_for_tensorrt(path, {**DIMS, "seq": Dim(8, 4, 16)})
     assert bad == ["mlp.onnx: dimension 'seq': range min=8 opt=4 max=16 is not ordered"]
     x = h.make_tensor_value_info("x", T.FLOAT, [None, 4])   # dynamic, unnamed
     anon = _save(tmp_path, "anon", [h.make_node("Relu", ["x"], ["y"])], [x],
@@ -217,16 +221,25 @@ def test_lint_reads_structure_only(tmp_path):
 
 def test_lint_manifest(tmp_path):
     manifest = _manifest(tmp_path)
-    assert trt_target.lint_manifest(manifest, tmp_path) == []
-    manifest["dims"] = {}
-    manifest["graphs"]["gone"] = {**manifest["graphs"]["mlp"], "file": "gone.onnx"}
-    assert trt_target.lint_manifest(manifest, tmp_path) == [
+    assert lint_manifest(manifest) == []
+    mlp = manifest.graphs["mlp"]
+    manifest.dims = {}
+    manifest.graphs["gone"] = replace(mlp, name="gone", file="gone.onnx")
+    manifest.graphs["away"] = replace(mlp, name="away", file="../mlp.onnx")
+    assert lint_manifest(manifest) == [
         "mlp.onnx: input 'x' axis 0: dimension 'batch' has no min/opt/max in the manifest's dims, "
         "so no optimization profile covers it",
         "mlp.onnx: input 'x' axis 1: dimension 'seq' has no min/opt/max in the manifest's dims, "
         "so no optimization profile covers it",
         "gone.onnx: missing (graph gone)",
+        f"{tmp_path / 'manifest.json'}: graph away: path '../mlp.onnx' leaves the artifacts folder",
     ]
+    assert lint_manifest(manifest, graphs=["nope"]) == ["manifest: no graph 'nope' (has ['away', 'gone', 'mlp'])"]
+    elsewhere = replace(manifest, root=tmp_path / "elsewhere")       # graph files looked up in `root`
+    assert lint_manifest(elsewhere, graphs=["mlp"]) == ["mlp.onnx: missing (graph mlp)"]
+    assert lint_manifest(elsewhere, tmp_path, graphs=["mlp"]) == lint_manifest(manifest, graphs=["mlp"])
+    with pytest.raises(TypeError, match=r"lint_manifest takes a tpo\.contract\.Manifest"):
+        lint_manifest({"graphs": {}})
 
 
 # ---------------------------------------------------------------------------------------------- cache
@@ -252,10 +265,12 @@ def test_cache_key_changes_with_each_component():
 
 
 def test_profile_from_dims():
-    inputs = [{"name": "x", "dtype": "float32", "shape": ["batch", "seq", 4]}]
+    inputs = [TensorSpec("x", "float32", ("batch", "seq", 4))]
     assert profile_from_dims(inputs, DIMS) == {"x": ((1, 1, 4), (2, 64, 4), (8, 512, 4))}
     with pytest.raises(TPOError, match="dimension 'seq' with no range"):
         profile_from_dims(inputs, {"batch": DIMS["batch"]}, "mlp")
+    with pytest.raises(TPOError, match=r"^graph mlp: dimension 'seq': range min=8 opt=4 max=16 is not ordered$"):
+        profile_from_dims(inputs, {**DIMS, "seq": Dim(8, 4, 16)}, "mlp")
 
 
 def test_store_writes_the_engine_untouched_and_a_side_file(tmp_path):
@@ -357,22 +372,25 @@ def import_recorder(monkeypatch):
     return recorder
 
 
-def _manifest(tmp_path: Path, precision="fp32", dtype=T.FLOAT) -> dict:
-    path = _mlp(tmp_path, dtype=dtype)
-    spec = {"dtype": "float32" if dtype == T.FLOAT else "float16"}
-    return {
-        "precision": precision, "dims": DIMS,
-        "graphs": {"mlp": {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                           "precision": precision, "fp32_islands": [],
-                           "inputs": [{"name": "x", **spec, "shape": ["batch", "seq", 4]}],
-                           "outputs": [{"name": "y", **spec, "shape": ["batch", "seq", 3]}]}},
-    }
+def _manifest_of(path: Path, precision: Precision, dtype: str = "float32", islands: tuple[str, ...] = ()) -> Manifest:
+    """A manifest listing the one graph `path` (input x, output y). The TensorRT target reads only the
+    dims, the graphs and the folder, so the model's sections (preprocess, tokens, llm, tracker) stay empty."""
+    entry = GraphEntry("mlp", path.name, hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size,
+                       precision, (TensorSpec("x", dtype, ("batch", "seq", 4)),),
+                       (TensorSpec("y", dtype, ("batch", "seq", 3)),), fp32_islands=islands)
+    return Manifest(precision=precision, opset=17, model={}, tools={}, preprocess=None, tokens=None, llm=None,
+                    vision_graphs={}, tracker=None, dims=dict(DIMS), graphs={"mlp": entry}, files={},
+                    root=path.parent)
+
+
+def _manifest(tmp_path: Path, precision=Precision.FP32, dtype=T.FLOAT) -> Manifest:
+    return _manifest_of(_mlp(tmp_path, dtype=dtype), precision, "float32" if dtype == T.FLOAT else "float16")
 
 
 def test_build_without_gpu_is_one_line_and_imports_nothing(tmp_path, monkeypatch, import_recorder):
     monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: "the NVIDIA driver reports no CUDA device")
     with pytest.raises(TensorRTUnavailable) as err:
-        build_engines(_manifest(tmp_path), tmp_path, EngineCache(tmp_path / "engines"))
+        build_engines(_manifest(tmp_path), cache=EngineCache(tmp_path / "engines"))
     assert str(err.value) == "tensorrt target: no GPU (the NVIDIA driver reports no CUDA device)"
     assert import_recorder.asked == []
     assert not (tmp_path / "engines").exists()
@@ -383,7 +401,7 @@ def test_build_on_this_machine_without_gpu(tmp_path, import_recorder):
     if not isinstance(reason, str):
         pytest.skip(f"this machine has a GPU ({reason}); the no-GPU message cannot be shown")
     with pytest.raises(TensorRTUnavailable) as err:
-        build_engines(_manifest(tmp_path), tmp_path, EngineCache(tmp_path / "engines"))
+        build_engines(_manifest(tmp_path), cache=EngineCache(tmp_path / "engines"))
     assert str(err.value) == f"tensorrt target: no GPU ({reason})" and "\n" not in str(err.value)
     assert import_recorder.asked == []
 
@@ -392,7 +410,7 @@ def test_build_without_tensorrt_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: FAKE_GPU)
     monkeypatch.setitem(sys.modules, "tensorrt", None)   # as if not installed
     with pytest.raises(TensorRTUnavailable) as err:
-        build_engines(_manifest(tmp_path), tmp_path, EngineCache(tmp_path / "engines"))
+        build_engines(_manifest(tmp_path), cache=EngineCache(tmp_path / "engines"))
     assert str(err.value).startswith("tensorrt target: TensorRT is not installed (pip install tensorrt")
 
 
@@ -401,36 +419,36 @@ def test_probe_refuses_before_any_export_and_imports_no_tensorrt(monkeypatch, im
     metadata only: no TensorRT import, no TensorRT object, whatever is missing."""
     monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: "the NVIDIA driver reports no CUDA device")
     with pytest.raises(TensorRTUnavailable, match=r"^tensorrt target: no GPU \(the NVIDIA driver reports no CUDA"):
-        trt_target.probe_tensorrt()
+        tensorrt_probe.probe_tensorrt()
     monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: FAKE_GPU)
-    monkeypatch.setattr(trt_target, "module_available", lambda name: name != "tensorrt")
+    monkeypatch.setattr(tensorrt_probe, "module_available", lambda name: name != "tensorrt")
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed"):
-        trt_target.probe_tensorrt()
-    monkeypatch.setattr(trt_target, "module_available", lambda name: name != "polygraphy")
-    monkeypatch.setattr(trt_target, "tensorrt_version", lambda: "10.8.0")
+        tensorrt_probe.probe_tensorrt()
+    monkeypatch.setattr(tensorrt_probe, "module_available", lambda name: name != "polygraphy")
+    monkeypatch.setattr(tensorrt_probe, "tensorrt_version", lambda: "10.8.0")
     with pytest.raises(TensorRTUnavailable, match="polygraphy is not installed"):
-        trt_target.probe_tensorrt()
-    monkeypatch.setattr(trt_target, "module_available", lambda name: True)
-    monkeypatch.setattr(trt_target, "tensorrt_version", lambda: "8.6.1")
+        tensorrt_probe.probe_tensorrt()
+    monkeypatch.setattr(tensorrt_probe, "module_available", lambda name: True)
+    monkeypatch.setattr(tensorrt_probe, "tensorrt_version", lambda: "8.6.1")
     with pytest.raises(TensorRTUnavailable, match=r"TensorRT 8.6.1 is too old \(need 10.0 or newer\)"):
-        trt_target.probe_tensorrt()
-    monkeypatch.setattr(trt_target, "tensorrt_version", lambda: "10.8.0")
-    assert trt_target.probe_tensorrt() is FAKE_GPU
+        tensorrt_probe.probe_tensorrt()
+    monkeypatch.setattr(tensorrt_probe, "tensorrt_version", lambda: "10.8.0")
+    assert tensorrt_probe.probe_tensorrt() is FAKE_GPU
     assert import_recorder.asked == []
 
 
 def test_probe_without_cuda_bindings_and_no_gpu_has_no_install_hint(monkeypatch):
     import tpo.kernels.path as kpath
 
-    real = trt_target.module_available
-    monkeypatch.setattr(trt_target, "module_available", lambda name: name != "cuda.bindings" and real(name))
+    real = tensorrt_probe.module_available
+    monkeypatch.setattr(tensorrt_probe, "module_available", lambda name: name != "cuda.bindings" and real(name))
     monkeypatch.setattr(kpath, "driver_device_count", lambda: kpath.NO_DRIVER)
     with pytest.raises(TensorRTUnavailable) as err:
-        trt_target.probe_tensorrt()
+        tensorrt_probe.probe_tensorrt()
     assert str(err.value) == "tensorrt target: no GPU present: no NVIDIA driver (libcuda could not be loaded)"
     monkeypatch.setattr(kpath, "driver_device_count", lambda: 1)
     with pytest.raises(TensorRTUnavailable, match=r"1 NVIDIA GPU\(s\) present but cuda-bindings is not installed"):
-        trt_target.probe_tensorrt()
+        tensorrt_probe.probe_tensorrt()
 
 
 class _FakeTrt:
@@ -446,8 +464,8 @@ def stub_builds(monkeypatch):
         calls.append(plan)
         return b"PLAN:" + plan.key.encode(), {}
 
-    monkeypatch.setattr(trt_target, "_check_tensorrt", lambda device: (FAKE_GPU, _FakeTrt))
-    monkeypatch.setattr(trt_target, "_build_one", fake_build)
+    monkeypatch.setattr(tensorrt_build, "import_tensorrt", lambda device: (FAKE_GPU, _FakeTrt))
+    monkeypatch.setattr(tensorrt_build, "_build_one", fake_build)
     return calls
 
 
@@ -455,38 +473,41 @@ def test_build_stores_reuses_and_rebuilds(tmp_path, stub_builds):
     manifest = _manifest(tmp_path)
     cache = EngineCache(tmp_path / "engines")
     lines = []
-    built = build_engines(manifest, tmp_path, cache, progress=lines.append)["mlp"]
+    built = build_engines(manifest, cache=cache, progress=lines.append)["mlp"]
     profile = {"x": ((1, 1, 4), (2, 64, 4), (8, 512, 4))}
-    assert built.key == engine_cache_key(manifest["graphs"]["mlp"]["sha256"], "10.8.0.43", "sm_87", "fp32", profile)
+    assert built.key == engine_cache_key(manifest.graphs["mlp"].sha256, "10.8.0.43", "sm_87", "fp32", profile)
     assert not built.reused and built.engine.read_bytes() == b"PLAN:" + built.key.encode()
     meta = json.loads(built.metadata_path.read_text())
     assert meta["graph"] == "mlp" and meta["tensorrt_version"] == "10.8.0.43" and meta["compute_capability"] == "sm_87"
     assert meta["profiles"] == [{"x": {"min": [1, 1, 4], "opt": [2, 64, 4], "max": [8, 512, 4]}}]
-    assert {"build_seconds", "polygraphy_version", "created", "onnx_sha256", "precision"} <= set(meta)
+    assert {"build_seconds", "polygraphy_version", "created", "onnx_sha256"} <= set(meta) and meta["precision"] == "fp32"
     assert stub_builds[0].strongly_typed is False and stub_builds[0].fp16_flag is False
 
-    again = build_engines(manifest, tmp_path, cache)["mlp"]           # same key: from the cache
+    again = build_engines(manifest, cache=cache)["mlp"]               # same key: from the cache
     assert again.reused and again.key == built.key and len(stub_builds) == 1
+    rebuilt = build_engines(manifest, cache=cache, rebuild=True)["mlp"]
+    assert not rebuilt.reused and rebuilt.key == built.key and len(stub_builds) == 2
 
-    wider = json.loads(json.dumps(manifest))
-    wider["dims"]["seq"]["max"] = 1024                                # another profile: another engine
-    third = build_engines(wider, tmp_path, cache)["mlp"]
-    assert not third.reused and third.key != built.key and len(stub_builds) == 2
+    wider = replace(manifest, dims={**DIMS, "seq": Dim(1, 64, 1024)})  # another profile: another engine
+    third = build_engines(wider, cache=cache)["mlp"]
+    assert not third.reused and third.key != built.key and len(stub_builds) == 3
     assert built.engine.is_file()                                     # the old one stays for its profile
     assert any("building a TensorRT 10.8.0.43 engine for sm_87 (fp32)" in line for line in lines)
 
 
 def test_fp16_typing_policy(tmp_path, stub_builds):
     (tmp_path / "typed").mkdir()
-    typed = _manifest(tmp_path / "typed", "fp16", T.FLOAT16)
-    build_engines(typed, tmp_path / "typed", EngineCache(tmp_path / "engines"))
+    typed = _manifest(tmp_path / "typed", Precision.FP16, T.FLOAT16)
+    build_engines(typed, cache=EngineCache(tmp_path / "engines"))
     assert stub_builds[-1].strongly_typed is True and stub_builds[-1].fp16_flag is False
     (tmp_path / "plain").mkdir()
-    plain = _manifest(tmp_path / "plain", "fp16", T.FLOAT)
-    plain["graphs"]["mlp"]["fp32_islands"] = ["act"]
-    build_engines(plain, tmp_path / "plain", EngineCache(tmp_path / "engines"))
+    plain = _manifest_of(_mlp(tmp_path / "plain"), Precision.FP16, islands=("act",))
+    build_engines(plain, cache=EngineCache(tmp_path / "engines"))
     assert stub_builds[-1].strongly_typed is False and stub_builds[-1].fp16_flag is True
     assert stub_builds[-1].fp32_islands == ("act",)
+    int8 = _manifest_of(_mlp(tmp_path / "plain"), Precision.INT8)
+    with pytest.raises(TPOError, match=r"graph mlp: precision 'int8' has no TensorRT build here \(fp32, fp16\)"):
+        build_engines(int8, cache=EngineCache(tmp_path / "engines"))
 
 
 def test_fp16_export_with_islands_builds_strongly_typed(tmp_path, stub_builds):
@@ -503,25 +524,34 @@ def test_fp16_export_with_islands_builds_strongly_typed(tmp_path, stub_builds):
     model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True, op_block_list=["Softmax"])
     onnx.save(model, str(path))
     assert lint_for_tensorrt(path, DIMS) == []
-    manifest = {"precision": "fp16", "dims": DIMS, "graphs": {"mlp": {
-        "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "precision": "fp16",
-        "fp32_islands": ["Softmax"], "inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", "seq", 4]}],
-        "outputs": [{"name": "y", "dtype": "float32", "shape": ["batch", "seq", 3]}]}}}
-    build_engines(manifest, tmp_path, EngineCache(tmp_path / "engines"))
+    build_engines(_manifest_of(path, Precision.FP16, islands=("Softmax",)), cache=EngineCache(tmp_path / "engines"))
     assert stub_builds[-1].strongly_typed is True and stub_builds[-1].fp16_flag is False
-    assert trt_target._island_nodes(path, ("Softmax",)) == {"probs"}
-    assert trt_target._island_nodes(path, ("pro",)) == {"proj", "probs"}
+    assert tensorrt_build._island_nodes(path, ("Softmax",)) == {"probs"}
+    assert tensorrt_build._island_nodes(path, ("pro",)) == {"proj", "probs"}
 
 
 def test_build_reports_missing_graph_file_and_dims(tmp_path, stub_builds):
+    cache = EngineCache(tmp_path / "engines")
     manifest = _manifest(tmp_path)
     (tmp_path / "mlp.onnx").unlink()
     with pytest.raises(TPOError, match=r"mlp\.onnx: missing \(graph mlp"):
-        build_engines(manifest, tmp_path, EngineCache(tmp_path / "engines"))
+        build_engines(manifest, cache=cache)
     manifest = _manifest(tmp_path)
-    manifest["dims"] = {"batch": DIMS["batch"]}
+    manifest.dims = {"batch": DIMS["batch"]}
     with pytest.raises(TPOError, match="graph mlp: input x has dimension 'seq' with no range"):
-        build_engines(manifest, tmp_path, EngineCache(tmp_path / "engines"))
+        build_engines(manifest, cache=cache)
+    with pytest.raises(TPOError, match=r"manifest has no graph 'nope' \(has \['mlp'\]\)"):
+        build_engines(_manifest(tmp_path), cache=cache, graphs=["nope"])
+    away = _manifest(tmp_path)
+    away.graphs["mlp"] = replace(away.graphs["mlp"], file="../mlp.onnx")
+    with pytest.raises(CheckpointError, match="path '../mlp.onnx' leaves the artifacts folder"):
+        build_engines(away, cache=cache)
+    (tmp_path / "other").mkdir()                                      # `root`: where the graph files are
+    moved = replace(_manifest(tmp_path / "other"), root=tmp_path / "nowhere")
+    assert build_engines(moved, tmp_path / "other", cache=cache)["mlp"].engine.is_file()
+    with pytest.raises(TypeError, match=r"build_engines takes a tpo\.contract\.Manifest"):
+        build_engines({"graphs": {}}, tmp_path, cache=cache)
+    assert len(stub_builds) == 1                                      # nothing built before a refusal
 
 
 def test_gpu_check_script_without_gpu_says_why(tmp_path):

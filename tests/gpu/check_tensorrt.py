@@ -22,27 +22,27 @@ Not run in CI.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from tpo.engine_cache import EngineCache, gpu_probe, module_available
+from tpo.contract import Dim, GraphEntry, Manifest
+from tpo.engine_cache import EngineCache, GpuInfo, gpu_probe, module_available
 from tpo.errors import TPOError
-from tpo.manifest import MANIFEST_FILE, GraphEntry, Manifest
+from tpo.runtime.engine import NP_DTYPES
 
 TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
-NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
 
 
-def random_inputs(graph: GraphEntry, dims: dict, values: dict[str, int], rng) -> dict[str, np.ndarray]:
+def random_inputs(graph: GraphEntry, dims: Mapping[str, Dim], values: dict[str, int], rng) -> dict[str, np.ndarray]:
     feed = {}
     for spec in graph.inputs:
-        shape = tuple(d if isinstance(d, int) else values.get(d, dims[d]["opt"]) for d in spec.shape)
-        dtype = NP[spec.dtype]
+        shape = tuple(d if isinstance(d, int) else values.get(d, dims[d].opt) for d in spec.shape)
+        dtype = NP_DTYPES[spec.dtype]
         lname = spec.name.lower()
         if spec.dtype == "bool":
             arr = np.ones(shape, dtype)
@@ -85,7 +85,7 @@ def compare(trt_out: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return max_abs, max_abs / max(scale, 1e-12)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("artifacts", type=Path)
     ap.add_argument("--graphs", default="", help="comma-separated graph names (default: all)")
@@ -98,77 +98,88 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tol-fp32", type=float, default=TOLERANCE["fp32"])
     ap.add_argument("--tol-fp16", type=float, default=TOLERANCE["fp16"])
     ap.add_argument("--rebuild", action="store_true", help="build engines even when the cache has them")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def machine() -> GpuInfo | str:
+    """This machine's GPU, or why the check cannot run here (no GPU, no TensorRT)."""
     gpu = gpu_probe()
     if isinstance(gpu, str):
-        print(f"check_tensorrt: no GPU: {gpu}", file=sys.stderr)
-        return 2
+        return f"no GPU: {gpu}"
     if not module_available("tensorrt"):
-        print("check_tensorrt: TensorRT is not installed", file=sys.stderr)
+        return "TensorRT is not installed"
+    return gpu
+
+
+class Checker:
+    """Each graph in TensorRT and in ONNX Runtime on the same inputs, one printed row per output."""
+
+    HEADER = (f"{'graph':<24}{'output':<28}{'prec':<6}{'max_abs':>11}{'max_rel':>11}{'trt ms':>9}"
+              f"{'ort ms':>9}{'speedup':>9}  {'engine':<14}result")
+
+    def __init__(self, args: argparse.Namespace, manifest: Manifest, built: dict, trt_backend, ort_backend):
+        self.args, self.manifest, self.built = args, manifest, built
+        self.trt_backend, self.ort_backend = trt_backend, ort_backend
+        self.values = {name: int(value) for name, _, value in (item.partition("=") for item in args.dim)}
+        self.tolerance = {"fp32": args.tol_fp32, "fp16": args.tol_fp16}
+        self.rng = np.random.default_rng(args.seed)
+
+    def graph(self, name: str) -> int:
+        """Print the rows of one graph; the number that failed."""
+        graph = self.manifest.graph(name)
+        entry = self.built[name]
+        precision = graph.precision.value
+        how = "cached" if entry.reused else f"built {entry.metadata.get('build_seconds', 0):.0f}s"
+        try:
+            feed = random_inputs(graph, self.manifest.dims, self.values, self.rng)
+            trt_runner, ort_runner = self.trt_backend.load(graph), self.ort_backend.load(graph)
+            ref, got = ort_runner.run(feed), trt_runner.run(feed)
+            trt_ms = timed(trt_runner, feed, self.args.warmup, self.args.runs)
+            ort_ms = timed(ort_runner, feed, self.args.warmup, self.args.runs)
+        except Exception as e:   # one graph failing must not hide the others
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"{name:<24}{'-':<28}{precision:<6}{'':>11}{'':>11}{'':>9}{'':>9}{'':>9}  {how:<14}"
+                  f"FAIL ({type(e).__name__}: {first})")
+            return 1
+        tol = self.tolerance.get(precision, self.tolerance["fp16"])
+        failed = 0
+        for out_name, ref_arr in ref.items():
+            max_abs, max_rel = compare(got[out_name], ref_arr)
+            ok = max_rel <= tol
+            failed += not ok
+            print(f"{name:<24}{out_name:<28}{precision:<6}{max_abs:>11.3e}{max_rel:>11.3e}{trt_ms:>9.2f}"
+                  f"{ort_ms:>9.2f}{ort_ms / max(trt_ms, 1e-9):>8.1f}x  {how:<14}"
+                  f"{'ok' if ok else f'FAIL (tol {tol:g})'}")
+        return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    gpu = machine()
+    if isinstance(gpu, str):
+        print(f"check_tensorrt: {gpu}", file=sys.stderr)
         return 2
 
-    from tpo.export.tensorrt import build_engines
+    from tpo.export.tensorrt_build import build_engines
     from tpo.runtime.backend import OnnxRuntimeBackend
     from tpo.runtime.tensorrt_backend import TensorRTBackend
-
-    try:
-        data = json.loads((args.artifacts / MANIFEST_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"check_tensorrt: {args.artifacts / MANIFEST_FILE}: {e}", file=sys.stderr)
-        return 2
-    manifest = Manifest(args.artifacts, data)
-    dims = data.get("dims", {})
-    values = {}
-    for item in args.dim:
-        name, _, value = item.partition("=")
-        values[name] = int(value)
-    names = [g for g in args.graphs.split(",") if g] or list(data["graphs"])
-    tolerance = {"fp32": args.tol_fp32, "fp16": args.tol_fp16}
 
     cache = EngineCache(args.cache)
     print(f"GPU: {gpu}; engine cache: {cache.root}")
     try:
-        built = build_engines(data, args.artifacts, cache, progress=print, graphs=names, rebuild=args.rebuild)
-        trt_backend = TensorRTBackend(cache_dir=cache.root, dims=dims)
+        manifest = Manifest.load(args.artifacts, require_parity=False)
+        names = [g for g in args.graphs.split(",") if g] or list(manifest.graphs)
+        built = build_engines(manifest, cache=cache, progress=print, graphs=names, rebuild=args.rebuild)
+        trt_backend = TensorRTBackend(cache_dir=cache.root, dims=manifest.dims)
         ort_backend = OnnxRuntimeBackend(providers=args.ort_providers.split(","))
     except TPOError as e:
         print(f"check_tensorrt: {e}", file=sys.stderr)
         return 2
     print(f"TensorRT: {trt_backend.description}; reference: {ort_backend.description}\n")
-
-    rng = np.random.default_rng(args.seed)
-    header = (f"{'graph':<24}{'output':<28}{'prec':<6}{'max_abs':>11}{'max_rel':>11}{'trt ms':>9}"
-              f"{'ort ms':>9}{'speedup':>9}  {'engine':<14}result")
-    print(header)
-    print("-" * len(header))
-    failed = 0
-    for name in names:
-        graph = manifest.graph(name)
-        entry = built[name]
-        how = "cached" if entry.reused else f"built {entry.metadata.get('build_seconds', 0):.0f}s"
-        try:
-            feed = random_inputs(graph, dims, values, rng)
-            trt_runner = trt_backend.load(graph)
-            ort_runner = ort_backend.load(graph)
-            ref = ort_runner.run(feed)
-            got = trt_runner.run(feed)
-            trt_ms = timed(trt_runner, feed, args.warmup, args.runs)
-            ort_ms = timed(ort_runner, feed, args.warmup, args.runs)
-        except Exception as e:   # one graph failing must not hide the others
-            failed += 1
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"{name:<24}{'-':<28}{graph.precision:<6}{'':>11}{'':>11}{'':>9}{'':>9}{'':>9}  {how:<14}"
-                  f"FAIL ({type(e).__name__}: {first})")
-            continue
-        tol = tolerance.get(graph.precision, tolerance["fp16"])
-        for out_name, ref_arr in ref.items():
-            max_abs, max_rel = compare(got[out_name], ref_arr)
-            ok = max_rel <= tol
-            failed += not ok
-            print(f"{name:<24}{out_name:<28}{graph.precision:<6}{max_abs:>11.3e}{max_rel:>11.3e}{trt_ms:>9.2f}"
-                  f"{ort_ms:>9.2f}{ort_ms / max(trt_ms, 1e-9):>8.1f}x  {how:<14}"
-                  f"{'ok' if ok else f'FAIL (tol {tol:g})'}")
+    checker = Checker(args, manifest, built, trt_backend, ort_backend)
+    print(Checker.HEADER)
+    print("-" * len(Checker.HEADER))
+    failed = sum(checker.graph(name) for name in names)
     print(f"\n{len(names)} graph(s), {failed} failed")
     return 1 if failed else 0
 

@@ -478,10 +478,14 @@ def section_kernels(ctx: Context) -> None:
 # ---------------------------------------------------------------- section: frame_path
 
 
-FRAME_PATH_PRE = {
-    "mllm": {"image_size": 224, "num_frames": 4, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-    "mask": {"image_size": 1024, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-}
+def frame_path_pre():
+    """The manifest's preprocessing section at the release's sizes (224 px, 4 frames; 1024 px masks)."""
+    from tpo.contract import Preprocess
+    from tpo.contract.manifest import MaskPreprocess, MllmPreprocess, TemporalPreprocess
+
+    mean, std = tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    return Preprocess(MllmPreprocess(224, 4, mean, std), MaskPreprocess(1024, mean, std),
+                      TemporalPreprocess("internal", 1.0, 1, 80))
 
 
 def section_frame_path(ctx: Context) -> None:
@@ -489,7 +493,7 @@ def section_frame_path(ctx: Context) -> None:
     GPU kernel path against the CPU path (numpy/OpenCV), wall-clock per call; plus which path a session picks."""
     from tpo.runtime.frame_path import CpuFramePath, KernelFramePath, select_frame_path
 
-    pre = FRAME_PATH_PRE
+    pre = frame_path_pre()
     if ctx.emulate:
         gpu = KernelFramePath(pre, ctx.device, "the CPU emulation")
     else:
@@ -508,7 +512,7 @@ def section_frame_path(ctx: Context) -> None:
 def check_frame_path(ctx: Context, gpu, cpu, width: int, height: int, rng) -> None:
     from tpo.runtime import postprocess
 
-    t = gpu.mllm_cfg["num_frames"]
+    t = gpu.mllm_cfg.num_frames
     frames = rng.integers(0, 256, (t, height, width, 3), np.uint8)
     yy, xx = np.mgrid[0:256, 0:256]
     logits = (8 * np.exp(-((xx - 150) ** 2 + (yy - 90) ** 2) / (2 * 30.0**2)) - 4).astype(np.float32)

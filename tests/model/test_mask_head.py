@@ -9,14 +9,17 @@ from torch.testing import assert_close
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoModel
 
 from tpo.errors import CheckpointError, ConfigError, InputError
-from tpo.model.mask_head import MaskHead, MaskHeadConfig, from_release, to_release
+from tpo.model.mask_head import MaskHead, MaskHeadConfig
 from tpo.model.mask_tracker import (
     boxes_from_masks,
     init_tracker_state,
+    track,
     track_first_frame,
     track_next_frame,
     upsample_mask_logits,
 )
+from tpo.model.release_names import sam2_from_release as from_release
+from tpo.model.release_names import sam2_to_release as to_release
 
 # A tiny SAM2: 256 px, Hiera 32 wide with 5 blocks, width 128 (2 memory tokens per pointer), distinct sizes
 # elsewhere so that a swapped axis fails; 4 memory slots and 6 pointer slots so that a 9-frame clip wraps both rings.
@@ -355,7 +358,7 @@ def test_tracking_a_moving_square_end_to_end():
     num_frames, frame_size = frames.shape[0], (180, 320)
     with torch.no_grad():
         prompt = head.prompt_embedding(torch.stack([box, torch.tensor([0.5, 0.1, 0.9, 0.3])]))  # 2 objects
-        clip = list(head.track(frames, prompt, frame_size))
+        clip = list(track(head, frames, prompt, frame_size))
         assert [r.frame_index for r in clip] == list(range(num_frames))
         for r in clip:
             assert r.mask_logits.shape == (2, 1, S // 4, S // 4) and r.mask_logits.dtype == torch.float32
@@ -364,7 +367,7 @@ def test_tracking_a_moving_square_end_to_end():
             for bx in r.boxes:
                 assert bx is None or (0 <= bx[0] < bx[2] <= 320 and 0 <= bx[1] < bx[3] <= 180)
         # deterministic
-        again = list(head.track(frames, prompt, frame_size))
+        again = list(track(head, frames, prompt, frame_size))
         assert all(torch.equal(a.mask_logits, b.mask_logits) and a.boxes == b.boxes for a, b in zip(clip, again))
         # frame by frame equals the whole clip
         state = init_tracker_state(head, batch=2)
@@ -388,7 +391,7 @@ def test_tracking_runs_in_bf16():
     head = _tiny_head(object_bias=4.0).to(torch.bfloat16)
     frames, box = _moving_square_clip(3)
     with torch.no_grad():
-        clip = list(head.track(frames, head.prompt_embedding(box[None].to(torch.bfloat16))))
+        clip = list(track(head, frames, head.prompt_embedding(box[None].to(torch.bfloat16))))
     assert len(clip) == 3 and all(torch.isfinite(r.iou).all() for r in clip)
     assert clip[-1].mask_logits.dtype == torch.float32
 

@@ -3,9 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tpo.contract.tasks import TASK_TOKENS
 from tpo.errors import InputError
 from tpo.model.prompt import build_prompt
-from tpo.model.tokenizer import TASK_TOKENS, build_tiny_tokenizer, load_tokenizer, task_token_ids
+from tpo.model.tokenizer import build_tiny_tokenizer, load_tokenizer, task_token_ids
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,20 @@ import io
 import numpy as np
 import pytest
 
+from tpo.contract import Preprocess
+from tpo.contract.manifest import MaskPreprocess, MllmPreprocess, TemporalPreprocess
 from tpo.errors import InputError
 from tpo.kernels import EmulatedDevice, GpuUnavailableError, KernelPath, available
 from tpo.kernels import reference as ref
 from tpo.runtime import postprocess, preprocess
 from tpo.runtime.frame_path import CpuFramePath, KernelFramePath, select_frame_path
 
-IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-MODEL_PRE = {"mllm": {"image_size": 224, "num_frames": 4, **IMAGENET}, "mask": {"image_size": 1024, **IMAGENET}}
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+TEMPORAL = TemporalPreprocess("internal", 1.0, 1, 24)
+MODEL_PRE = Preprocess(MllmPreprocess(224, 4, **IMAGENET), MaskPreprocess(1024, **IMAGENET), TEMPORAL)
 # odd sizes, and mean/std that differ between the two inputs (the kernel path then needs two launches)
-ODD_PRE = {"mllm": {"image_size": 45, "num_frames": 3, "mean": [0.5, 0.4, 0.3], "std": [0.26, 0.27, 0.28]},
-           "mask": {"image_size": 131, **IMAGENET}}
+ODD_PRE = Preprocess(MllmPreprocess(45, 3, (0.5, 0.4, 0.3), (0.26, 0.27, 0.28)), MaskPreprocess(131, **IMAGENET),
+                     TEMPORAL)
 PRES = {"model sizes": MODEL_PRE, "odd sizes": ODD_PRE}
 # Mask encoder pixels, kernel vs numpy. The kernel computes source positions in float32 as torch does (scale =
 # in / out, centre = scale * (i + 0.5)); numpy's taps come from float64. At out = 1024 the scale is exact and
@@ -128,23 +131,23 @@ class TestSelect:
 def test_mask_frame(device, rng, pre_name, format, height, width):
     pre = PRES[pre_name]
     rgb = rng.integers(0, 256, (height, width, 3), np.uint8)
-    m = pre["mask"]
-    expected = preprocess.mask_frame(rgb, m["image_size"], m["mean"], m["std"])
+    m = pre.mask
+    expected = preprocess.mask_frame(rgb, m.image_size, m.mean, m.std)
     got = KernelFramePath(pre, device, "test").mask_frame(as_format(rgb, format), format)
-    assert got.shape == expected.shape == (1, 3, m["image_size"], m["image_size"]) and got.dtype == np.float32
+    assert got.shape == expected.shape == (1, 3, m.image_size, m.image_size) and got.dtype == np.float32
     assert np.abs(got - expected).max() <= MASK_TOL[pre_name]
     np.testing.assert_array_equal(CpuFramePath(pre, "test").mask_frame(as_format(rgb, format), format), expected)
 
 
-def assert_mllm_equal(got: np.ndarray, expected: np.ndarray, frames: np.ndarray, cfg: dict) -> int:
+def assert_mllm_equal(got: np.ndarray, expected: np.ndarray, frames: np.ndarray, cfg: MllmPreprocess) -> int:
     """Equal uint8 levels except at rounding ties of the resize (returned: how many), float32 ulps elsewhere."""
     assert got.shape == expected.shape and got.dtype == expected.dtype == np.float32
-    mean = np.asarray(cfg["mean"], np.float64)[None, :, None, None, None]
-    std = np.asarray(cfg["std"], np.float64)[None, :, None, None, None]
+    mean = np.asarray(cfg.mean, np.float64)[None, :, None, None, None]
+    std = np.asarray(cfg.std, np.float64)[None, :, None, None, None]
     levels = [np.rint((x.astype(np.float64) * std + mean) * 255) for x in (got, expected)]
     differ = levels[0] != levels[1]
     assert np.abs(levels[0] - levels[1]).max() <= 1
-    size = cfg["image_size"]
+    size = cfg.image_size
     exact = np.stack([ref.resize_bicubic_aa(f, size, size).transpose(2, 0, 1) for f in frames], axis=1)[None]
     near_tie = np.abs(exact - np.floor(exact) - 0.5) < 5e-3
     assert not (differ & ~near_tie).any(), "levels differ away from a rounding tie"
@@ -158,9 +161,9 @@ def assert_mllm_equal(got: np.ndarray, expected: np.ndarray, frames: np.ndarray,
 @pytest.mark.parametrize("height, width", SIZES)
 def test_mllm_frames(device, rng, pre_name, format, height, width):
     pre = PRES[pre_name]
-    cfg = pre["mllm"]
-    frames = rng.integers(0, 256, (cfg["num_frames"], height, width, 3), np.uint8)
-    expected = preprocess.mllm_pixels(frames, cfg["image_size"], cfg["mean"], cfg["std"])
+    cfg = pre.mllm
+    frames = rng.integers(0, 256, (cfg.num_frames, height, width, 3), np.uint8)
+    expected = preprocess.mllm_pixels(frames, cfg.image_size, cfg.mean, cfg.std)
     got = KernelFramePath(pre, device, "test").mllm_frames(as_format(frames, format), format)
     assert_mllm_equal(got, expected, frames, cfg)
     np.testing.assert_array_equal(CpuFramePath(pre, "test").mllm_frames(as_format(frames, format), format),
@@ -174,13 +177,13 @@ def test_frame_inputs_in_one_launch(device, rng, monkeypatch, pre_name):
     path = KernelFramePath(pre, device, "test")
     launches = count_launches(device, monkeypatch)
     video, mask = path.frame_inputs(rgb)
-    same_norm = pre["mllm"]["mean"] == pre["mask"]["mean"] and pre["mllm"]["std"] == pre["mask"]["std"]
+    same_norm = pre.mllm.mean == pre.mask.mean and pre.mllm.std == pre.mask.std
     assert launches == (["preprocess"] if same_norm else ["preprocess", "preprocess"])
     np.testing.assert_array_equal(video, path.mllm_frames(rgb[None]))
     np.testing.assert_array_equal(mask, path.mask_frame(rgb))
     cpu_video, cpu_mask = CpuFramePath(pre, "test").frame_inputs(rgb)
     assert np.abs(mask - cpu_mask).max() <= MASK_TOL[pre_name]
-    assert_mllm_equal(video, cpu_video, rgb[None], pre["mllm"])
+    assert_mllm_equal(video, cpu_video, rgb[None], pre.mllm)
 
 
 def smooth_logits(rng, h, w, bias=-0.5):

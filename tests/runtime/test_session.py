@@ -15,8 +15,8 @@ from tpo.runtime.postprocess import box_iou, mask_iou, window_set_error
 
 def test_runtime_imports_no_torch():
     code = ("import sys, tpo.runtime, tpo.runtime.session, tpo.runtime.backend, tpo.runtime.sources, "
-            "tpo.runtime.sinks, tpo.runtime.tracker, tpo.runtime.text, tpo.runtime.cli, tpo.manifest; "
-            "bad = [m for m in ('torch', 'transformers', 'tpo.model', 'tpo.export', 'tpo.train') if m in sys.modules]; "
+            "tpo.runtime.sinks, tpo.runtime.tracker, tpo.runtime.text, tpo.runtime.cli, tpo.runtime.stream, tpo.runtime.tasks, tpo.contract; "
+            "bad = [m for m in ('torch', 'transformers', 'onnx', 'tpo.model', 'tpo.export', 'tpo.train', 'tpo.torch_backend') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 

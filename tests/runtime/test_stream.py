@@ -141,6 +141,7 @@ def test_region_gives_one_box_with_a_score_on_the_first_frame(session, clip):
     text = results[0].event("answer")["text"]
     assert text.startswith(q.removeprefix("where is ").rstrip("?") + " is at [") and "(frame 0)" in text
     assert len(results) == 13
+    assert results[-1].event("summary")["latency_ms"]["llm_prefill"]["count"] == 1, "the LLM runs once per question"
 
 
 def test_temporal_windows_online_and_offline(session, clip):

@@ -1,5 +1,5 @@
 """The tensorrt backend without TensorRT: one-line errors before anything TensorRT is imported, the
-engine lookup by the export's cache key, and no dependency on tpo.export or torch."""
+engine lookup by the export's cache key, and no dependency on tpo.export, torch or the backend registry."""
 
 from __future__ import annotations
 
@@ -9,23 +9,25 @@ import importlib.abc
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tpo import engine_cache
+from tpo.contract import Dim, GraphEntry, Precision, TensorSpec
+from tpo.contract import graphs as G
 from tpo.engine_cache import EngineCache, GpuInfo, engine_cache_key
 from tpo.errors import CheckpointError, InputError, TPOError
-from tpo.manifest import GraphEntry, TensorSpec
-from tpo.runtime.backend import BackendUnavailable, open_backend
+from tpo.runtime.backend import open_backend
+from tpo.runtime.engine import BackendUnavailable
 from tpo.runtime.tensorrt_backend import TensorRTBackend, find_engine
 
 SHA = hashlib.sha256(b"llm graph").hexdigest()
-DIMS = {"batch": {"min": 1, "opt": 1, "max": 4}, "seq": {"min": 1, "opt": 128, "max": 1024}}
-GRAPH = GraphEntry("llm", Path("/artifacts/llm.onnx"), SHA, "fp16",
-                   (TensorSpec("inputs_embeds", "float16", ("batch", "seq", 64)),),
-                   (TensorSpec("logits", "float16", ("batch", "seq", 100)),))
+DIMS = {"batch": Dim(1, 1, 4), "seq": Dim(1, 128, 1024)}
+EMBEDS = G.LLM.input_names[0]
+GRAPH = GraphEntry(G.LLM.name, "llm.onnx", SHA, 1 << 20, Precision.FP16,
+                   (TensorSpec(EMBEDS, "float16", ("batch", "seq", 64)),),
+                   (TensorSpec(G.LLM.output_names[0], "float16", ("batch", "seq", 100)),))
 FAKE_GPU = GpuInfo(0, "Fake Orin", 8, 7, 12060)
 
 
@@ -83,11 +85,12 @@ def test_find_engine_by_the_export_key(tmp_path):
         find_engine(cache, GRAPH, "10.8.0.43", "sm_87", DIMS)
     message = str(err.value)
     assert message.startswith("graph llm: no TensorRT engine ") and "run `tpo-export --targets tensorrt`" in message
+    assert f"for llm.onnx (sha256 {SHA[:12]}..., TensorRT 10.8.0.43, sm_87, fp16)" in message
     assert "\n" not in message
     with pytest.raises(BackendUnavailable, match="run `tpo-export --targets tensorrt`"):
         find_engine(cache, GRAPH, "10.8.0.43", "sm_87")
 
-    profile = {"inputs_embeds": ((1, 1, 64), (1, 128, 64), (4, 1024, 64))}
+    profile = {EMBEDS: ((1, 1, 64), (1, 128, 64), (4, 1024, 64))}
     key = engine_cache_key(SHA, "10.8.0.43", "sm_87", "fp16", profile)
     meta = {"onnx_sha256": SHA, "tensorrt_version": "10.8.0.43", "compute_capability": "sm_87",
             "precision": "fp16", "created": "2025-06-01T00:00:00+00:00"}
@@ -98,15 +101,18 @@ def test_find_engine_by_the_export_key(tmp_path):
         find_engine(cache, GRAPH, "10.9.0.34", "sm_87", DIMS)
     with pytest.raises(BackendUnavailable):                                  # other GPU architecture
         find_engine(cache, GRAPH, "10.8.0.43", "sm_90")
-    newer_key = engine_cache_key(SHA, "10.8.0.43", "sm_87", "fp16", {"inputs_embeds": ((1, 1, 64),) * 3})
+    newer_key = engine_cache_key(SHA, "10.8.0.43", "sm_87", "fp16", {EMBEDS: ((1, 1, 64),) * 3})
     cache.store(newer_key, b"plan2", {**meta, "created": "2025-07-01T00:00:00+00:00"})
     assert find_engine(cache, GRAPH, "10.8.0.43", "sm_87").key == newer_key  # newest first
     assert find_engine(cache, GRAPH, "10.8.0.43", "sm_87", DIMS).key == key  # exact profile with dims
 
 
-def test_runtime_side_imports_neither_export_nor_torch():
+def test_runtime_side_imports_neither_export_nor_torch_nor_the_registry():
+    """No import cycle: the backend takes its interface and error from tpo.runtime.engine, and only the
+    registry (tpo.runtime.backend) knows the backend, lazily."""
     code = ("import sys, tpo.runtime.tensorrt_backend, tpo.engine_cache; "
-            "bad = [m for m in sys.modules if m.startswith(('tpo.export', 'torch', 'tensorrt', 'polygraphy'))]; "
+            "bad = [m for m in sys.modules if m.startswith(('tpo.export', 'torch', 'tensorrt', 'polygraphy', "
+            "'tpo.runtime.backend', 'tpo.manifest'))]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -173,7 +179,7 @@ class _FakeDriver:
 
 
 def _fake_tensorrt(driver: _FakeDriver):
-    """A module with a 'doubling' engine: logits = 2 * inputs_embeds, profile batch 1..4 on axis 0."""
+    """A module with a 'doubling' engine: y = 2 * x, profile batch 1..4 on axis 0."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = "10.8.0.43"
     trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
@@ -242,9 +248,9 @@ def test_run_loop_reuses_buffers_and_checks_shapes(tmp_path, monkeypatch):
     monkeypatch.setattr(engine_cache, "gpu_probe", lambda ordinal=0: FAKE_GPU)
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(driver))
     monkeypatch.setattr(cuda.bindings, "driver", driver, raising=False)
-    graph = GraphEntry("head", Path("/artifacts/head.onnx"), SHA, "fp16", (TensorSpec("x", "float16", ("b", 3)),),
+    graph = GraphEntry("head", "head.onnx", SHA, 1024, Precision.FP16, (TensorSpec("x", "float16", ("b", 3)),),
                        (TensorSpec("y", "float16", ("b", 3)),))
-    dims = {"b": {"min": 1, "opt": 2, "max": 4}}
+    dims = {"b": Dim(1, 2, 4)}
     key = engine_cache_key(SHA, "10.8.0.43", "sm_87", "fp16", {"x": ((1, 3), (2, 3), (4, 3))})
     cache = EngineCache(tmp_path)
     cache.store(key, b"doubling plan", {"onnx_sha256": SHA, "tensorrt_version": "10.8.0.43",

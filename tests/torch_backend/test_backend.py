@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from tpo import manifest as names
+from tpo.contract import GraphEntry, Manifest, Precision
+from tpo.contract import graphs as G
 from tpo.errors import CheckpointError, ConfigError, TPOError
-from tpo.manifest import GraphEntry, Manifest
 from tpo.runtime.backend import backend_names, open_backend
 from tpo.torch_backend import TorchBackend
 
@@ -50,12 +50,12 @@ def test_each_graph_matches_its_module(bound, fp32_artifacts):
 
     manifest = Manifest.load(fp32_artifacts)
     assert str(bound.checkpoint_used) in bound.description
-    model, _ = load_checkpoint(manifest["model"]["checkpoint"]["path"], dtype="fp32")
+    model, _ = load_checkpoint(manifest.model["checkpoint"]["path"], dtype="fp32")
     defs = {d.name: d for d in graph_defs(model)}
-    assert set(manifest["graphs"]) <= set(defs)
-    for name in manifest["graphs"]:
+    assert set(manifest.graphs) <= set(defs)
+    for name in manifest.graphs:
         d = defs[name]
-        example = trace_example(d, model)
+        example = trace_example(d)
         runner = bound.load(manifest.graph(name))
         got = runner.run({t.name: x.numpy() for t, x in zip(d.inputs, example)})
         with torch.no_grad():
@@ -79,7 +79,7 @@ def test_session_on_torch_answers_like_generate(bound, fp32_artifacts):
 
     manifest = Manifest.load(fp32_artifacts)
     session = Session(manifest, bound)
-    ckpt = manifest["model"]["checkpoint"]["path"]
+    ckpt = manifest.model["checkpoint"]["path"]
     model, _ = load_checkpoint(ckpt, dtype="fp32")
     tokenizer = load_tokenizer(ckpt)
     clip = parity_clips(1, max_frames=6)[0]
@@ -96,14 +96,14 @@ def test_session_on_torch_answers_like_generate(bound, fp32_artifacts):
 
 
 def _with_checkpoint(manifest: Manifest, **changes) -> Manifest:
-    data = copy.deepcopy(manifest.data)
+    data = copy.deepcopy(manifest.to_json())
     data["model"]["checkpoint"].update(changes)
-    return Manifest(manifest.root, data)
+    return Manifest.from_json(data, manifest.root)
 
 
 def test_other_weights_are_refused_unless_given(fp32_artifacts):
     manifest = Manifest.load(fp32_artifacts)
-    info = manifest["model"]["checkpoint"]
+    info = manifest.model["checkpoint"]
     shard = next(iter(info["shards"]))
     wrong = {shard: "0" * 64}
     with pytest.raises(CheckpointError) as e:
@@ -116,4 +116,5 @@ def test_other_weights_are_refused_unless_given(fp32_artifacts):
     given = TorchBackend(checkpoint=info["path"]).bind(_with_checkpoint(manifest, shards=wrong))
     assert "differ from the ones the artifacts were exported from" in given.description
     with pytest.raises(TPOError, match="one backend per artifacts folder"):
-        given.load(GraphEntry(names.CONNECTOR, fp32_artifacts.parent / "connector.onnx", "", "fp32", (), ()))
+        given.load(GraphEntry(G.CONNECTOR.name, "connector.onnx", "", 0, Precision.FP32, (), (),
+                              root=fp32_artifacts.parent))

@@ -8,6 +8,7 @@ import pytest
 from tpo.errors import InputError
 from tpo.train.metrics import (
     OTB_OVERLAP_THRESHOLDS,
+    PERFECT_SUCCESS_AUC,
     boundary_f,
     box_iou,
     exact_match,
@@ -45,6 +46,16 @@ def test_box_iou_known_values_and_broadcasting():
     assert box_iou([5, 5, 2, 2], [5, 5, 2, 2]) == 0.0                 # inverted: area 0, union 0
     out = box_iou(np.zeros((3, 1, 4)) + A, np.array([A, [5, 0, 15, 10]]))
     assert out.shape == (3, 2) and np.allclose(out, [[1, 1 / 3]] * 3)
+
+
+def test_perfect_tracker_scores_otbs_20_of_21():
+    """OTB's convention (thresholds 0:0.05:1, IoU > t, AUC = the mean): a perfect tracker scores 20/21, as the
+    docstring says; its curve is 1 everywhere but at threshold 1, also on frames where the target is absent."""
+    assert PERFECT_SUCCESS_AUC == 20 / 21 and round(PERFECT_SUCCESS_AUC, 3) == 0.952
+    gt = [shifted(A, dx=3 * t) for t in range(6)]
+    assert tracking_success_auc(gt, gt) == PERFECT_SUCCESS_AUC
+    curve = tracking_success_curve(gt[:3] + [None] + gt[4:], gt[:3] + [None] + gt[4:])
+    assert curve.tolist() == [1.0] * 20 + [0.0]
 
 
 def test_tracking_perfect_none_and_known_partial():

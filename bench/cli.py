@@ -3,6 +3,7 @@
     tpo-bench --quick --out /tmp/bench                  # tiny only, few rounds, < 2 min with cached exports
     tpo-bench --out bench-full                          # + small and videochat-tpo sizes, more rounds
     tpo-bench --artifacts exp-fp32 exp-fp16 --backends torch onnxruntime --out DIR
+    tpo-bench --artifacts vctpo-fp16 --full-size --out DIR [--llm depth|full]   # a release-size export
 
 Writes report.json, report.md and PNG plots into --out. Without --artifacts the embedded tiny model is
 exported once per precision into the cache (`$TPO_BENCH_CACHE`, else ~/.cache/tpo-edge/bench); --quick
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from tpo.contract import Precision
 from tpo.contract.manifest import EXPORTABLE
-from tpo.errors import TPOError
+from tpo.errors import TPOError, one_line_errors
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = tuple(p.value for p in EXPORTABLE)
@@ -67,6 +68,12 @@ def build_parser() -> Parser:
     p.add_argument("--cache", type=Path, default=None, help="export cache folder")
     p.add_argument("--no-export", action="store_true", help="never export; use cached or --artifacts folders only")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--full-size", action="store_true",
+                   help="measure one release-size export (--artifacts DIR): stages, floors, device projection "
+                        "(bench/full_size.py)")
+    p.add_argument("--llm", default="depth", choices=("depth", "full"),
+                   help="--full-size: time the LLM on full-width graphs of 1 and 2 layers and extrapolate (depth), "
+                        "or run the whole graph (full: needs its weights in memory)")
     return p
 
 
@@ -75,6 +82,14 @@ def parse(argv: list[str] | None = None):
     from .plan import Plan
 
     args = build_parser().parse_args(argv)
+    if args.full_size:
+        if len(args.artifacts) != 1 or not args.artifacts[0].is_dir():
+            raise ArgumentError("--full-size: give one export folder with --artifacts DIR")
+        if args.out.exists() and not args.out.is_dir():
+            raise ArgumentError(f"--out {args.out}: exists and is not a folder")
+        if args.threads < 1 or (args.iters is not None and args.iters < 1):
+            raise ArgumentError("--threads and --iters must be >= 1")
+        return args
     backends = _split(args.backends)
     bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
@@ -116,6 +131,7 @@ def parse(argv: list[str] | None = None):
     return Plan.quick_plan(args.out, **kw) if args.quick else Plan(out=args.out, **kw)
 
 
+@one_line_errors("tpo-bench")
 def main(argv: list[str] | None = None) -> int:
     try:
         plan = parse(argv)
@@ -127,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def log(msg: str) -> None:
         print(f"tpo-bench: {msg}", file=sys.stderr, flush=True)
+
+    if isinstance(plan, argparse.Namespace):          # --full-size
+        return full_size(plan, log)
 
     try:
         result = Suite(plan, log=log).run()
@@ -143,6 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {row['size']:>14} {row['stage']:<16} threads={row['threads']} onnxruntime-fp32 vs torch eager: "
               f"{r['median']:.2f}x "
               f"[{r['min']:.2f}-{r['max']:.2f}] {'(2x goal met)' if row['met'] else '(2x goal NOT met)'}")
+    return 0
+
+
+def full_size(args: argparse.Namespace, log) -> int:
+    from .full_size import run_full_size
+
+    try:
+        report = run_full_size(args.artifacts[0], args.out, threads=args.threads, iters=args.iters or 3,
+                               llm=args.llm, log=log)
+    except TPOError as e:
+        print(f"tpo-bench: error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out / 'report.json'}, {args.out / 'report.md'}")
+    for name, s in report["stages"].items():
+        per = f" ({s['per_token_s'] * 1e3:.0f} ms/token)" if "per_token_s" in s else ""
+        print(f"  {name:<32} {s['median_s'] * 1e3:10.0f} ms{per:<20} floor {s['floor']['floor_s'] * 1e3:9.1f} ms")
     return 0
 
 

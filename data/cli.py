@@ -13,7 +13,7 @@ import json
 import sys
 from dataclasses import fields
 
-from tpo.errors import TPOError
+from tpo.errors import TPOError, one_line_errors
 
 from .synthetic import SceneConfig
 
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors("tpo-data")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -19,12 +19,12 @@ import json
 import sys
 from pathlib import Path
 
-from tpo.errors import TPOError
+from tpo.errors import TPOError, one_line_errors
 from tpo.model.presets import preset_names
 
 from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS, ExportOptions, check_options
 
-EXIT_USAGE, EXIT_PARITY, EXIT_TENSORRT = 2, 3, 4
+EXIT_USAGE, EXIT_PARITY, EXIT_TENSORRT, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-tensorrt", action="store_true",
                    help="lint the graphs in --out for what TensorRT's ONNX parser rejects, then exit")
     p.add_argument("--parity-clips", type=int, default=2, help="synthetic clips for the parity gate (>= 1)")
+    p.add_argument("--stream", default="auto", help="auto | on | off: write graphs from the checkpoint tensor by "
+                                                   "tensor (auto: when the fp32 model would not fit, e.g. "
+                                                   "videochat-tpo; see docs/export.md)")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -57,7 +60,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
         out=args.out, precision=args.precision, checkpoint=args.checkpoint, config=args.config,
         targets=tuple(t.strip() for t in args.targets.split(",") if t.strip()),
         opset=DEFAULT_OPSET if args.opset is None else args.opset, force=args.force,
-        parity_clips=args.parity_clips, progress=not args.no_progress)
+        parity_clips=args.parity_clips, progress=not args.no_progress, stream=args.stream)
     check_options(opts)
     return opts
 
@@ -65,11 +68,26 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
 def print_summary(manifest) -> None:
     """The precision map and the gate's numbers (manifest: a tpo.contract.Manifest)."""
     parity = manifest.parity
-    print(f"\n{'graph':24s} {'size':>10s} {'precision':>9s} {'max_rel':>9s}  fp32 islands")
+    used = (parity.get("export") or {}).get("graphs", {})
+    print(f"\n{'graph':24s} {'size':>10s} {'precision':>9s} {'max_rel':>9s} {'seconds':>8s} {'peak RSS':>9s}  "
+          "fp32 islands")
     for name, g in manifest.graphs.items():
         r = parity["graphs"][name]
         islands = ",".join(g.fp32_islands) or "-"
-        print(f"{name:24s} {g.bytes / 1e6:8.2f}MB {g.precision.value:>9s} {r['max_rel']:9.2e}  {islands}")
+        u = used.get(name, {})
+        print(f"{name:24s} {g.bytes / 1e6:8.2f}MB {g.precision.value:>9s} {r['max_rel']:9.2e} "
+              f"{u.get('seconds', float('nan')):8.1f} {u.get('peak_rss_mb', float('nan')):7.0f}MB  {islands}")
+    weights = parity.get("weights")
+    if weights:
+        n = sum(w.get("initializers", w.get("tensors", 0)) for w in weights.values())
+        print(f"weights: {n} tensors in {len(weights)} files equal to the checkpoint's, byte for byte "
+              "(LoRA merge and cast recomputed independently)")
+    if parity.get("numerics"):
+        print(f"numerics gated on {parity['numerics']}")
+    if parity.get("export", {}).get("process_peak_rss_mb"):
+        e = parity["export"]
+        print(f"export: {e.get('wall_s', sum(u.get('seconds', 0) for u in used.values())):.0f} s, peak resident "
+              f"{e['process_peak_rss_mb']:.0f} MB ({e.get('mode', 'classic')})")
     tasks = parity.get("tasks")
     if tasks:
         w = tasks["worst"]
@@ -93,6 +111,7 @@ def check_tensorrt(out: Path) -> int:
     return 1 if problems else 0
 
 
+@one_line_errors("tpo-export")
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -116,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         except ParityFailed as e:
             print(f"tpo-export: {e}", file=sys.stderr)
             return EXIT_PARITY
+        except KeyboardInterrupt:
+            print(f"tpo-export: interrupted; nothing written to {opts.out}", file=sys.stderr)
+            return EXIT_INTERRUPTED
     except TPOError as e:
         print(f"tpo-export: {e}", file=sys.stderr)
         return EXIT_USAGE

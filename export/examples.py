@@ -76,7 +76,8 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
     cfg = model.cfg
     out: dict[str, list[Inputs]] = {}
     # visual path: the video graph and the image graph (on the middle frame)
-    frames = video.frames[middle_frame_indices(cfg.vision.num_frames, video.frames.shape[0])]
+    indices = middle_frame_indices(cfg.vision.num_frames, video.frames.shape[0])
+    frames = video.frames[indices]
     pixels = mllm_pixels(frames, cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std)
     image_pixels = mllm_pixels(frames[len(frames) // 2:][:1], cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std)
     out[G.VISION_ENCODER.name] = [G.VISION_ENCODER.feed(pixels=pixels)]
@@ -87,7 +88,7 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
     visual = model.connector(tokens)
 
     # language path: prefill with an empty past, then one decode step
-    prompt = build_prompt(tokenizer, question, cfg.num_visual_tokens)
+    prompt = build_prompt(tokenizer, question, cfg.num_visual_tokens, frame_indices=indices, fps=video.fps)
     embeds = model.embed_prompt(prompt, visual, placeholder_ids={})
     n = embeds.shape[1]
     layers, kv, hd = cfg.llm.num_layers, cfg.llm.num_kv_heads, cfg.llm.head_dim

@@ -116,12 +116,31 @@ def save_embeddings(model, path: Path, precision: Precision) -> FileEntry:
                      tensors={k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in tensors.items()})
 
 
+# questions whose prompts (video and image) the saved tokenizer.json must tokenise as sentencepiece does
+TOKENIZER_PROBES = ("track the red circle", "how  many shapes? 12", "At which timestamp does it appear? <track_box>")
+
+
 def save_tokenizer(tokenizer, tokenizer_dir: Path, folder: Path) -> FileEntry:
-    """tokenizer.json is what the runtime reads (the same Rust tokenizer transformers runs); the SentencePiece
-    files travel along for the PyTorch side."""
+    """tokenizer.json is what the runtime reads (the same Rust tokenizer the PyTorch side runs: SentencePiece's
+    ids, `tpo.model.tokenizer`); the SentencePiece files travel along for the PyTorch side. The saved file is
+    read back and checked against the `sentencepiece` library on the chunks of a few prompts."""
+    from tokenizers import Tokenizer
+
+    from tpo.contract.prompt import prompt_chunks
+    from tpo.contract.tasks import MEDIA
+    from tpo.errors import CheckpointError
+    from tpo.model.tokenizer import slow_tokenizer_ids
+
     tok_dir = folder / TOKENIZER
     tok_dir.mkdir()
     tokenizer.backend_tokenizer.save(str(tok_dir / "tokenizer.json"))
+    saved = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    added = {t.content: i for i, t in tokenizer.backend_tokenizer.get_added_tokens_decoder().items()}
+    chunks = [c for q in TOKENIZER_PROBES for media in MEDIA for c in prompt_chunks(q, media, [0, 7, 14], 20.0) if c]
+    for chunk, want in zip(chunks, slow_tokenizer_ids(tokenizer_dir / "tokenizer.model", added, chunks)):
+        if saved.encode(chunk, add_special_tokens=False).ids != want:
+            raise CheckpointError(f"{tok_dir / 'tokenizer.json'}: tokenises {chunk!r} unlike SentencePiece "
+                                  f"({tokenizer_dir / 'tokenizer.model'})")
     for fname in ("tokenizer.model", "added_tokens.json", "special_tokens_map.json", "tokenizer_config.json"):
         if (tokenizer_dir / fname).is_file():
             shutil.copy2(tokenizer_dir / fname, tok_dir / fname)
@@ -178,36 +197,63 @@ def _progress(opts: ExportOptions, total: int, desc: str):
 def export_graphs(defs: list[GraphDef], folder: Path, opts: ExportOptions) -> tuple[dict[str, GraphEntry], dict]:
     """Trace and write every graph (fp16 with fp32 islands when asked); the entries and seconds per graph."""
     from .examples import trace_example
+    from .memory import RssMonitor
 
     entries, seconds = {}, {}
     bar = _progress(opts, len(defs), f"export {opts.precision}")
-    for d in defs:
-        bar.set_postfix_str(d.name)
-        start = time.perf_counter()
-        path = folder / f"{d.name}.onnx"
-        export_graph(d, trace_example(d), path, opts.opset)
-        islands = to_fp16(path) if opts.precision == Precision.FP16 else []
-        entries[d.name] = graph_entry(d, path, opts.precision, islands)
-        seconds[d.name] = round(time.perf_counter() - start, 2)
-        bar.update(1)
+    with RssMonitor() as monitor:
+        for d in defs:
+            bar.set_postfix_str(d.name)
+            with monitor.phase(d.name):
+                path = folder / f"{d.name}.onnx"
+                export_graph(d, trace_example(d), path, opts.opset)
+                islands = to_fp16(path) if opts.precision == Precision.FP16 else []
+                entries[d.name] = graph_entry(d, path, opts.precision, islands)
+            seconds[d.name] = monitor.phases[d.name]["seconds"]
+            bar.update(1)
     bar.close()
+    opts_resources = monitor.report()
+    opts_resources.update(mode="classic", graphs=dict(monitor.phases))
+    seconds["_resources"] = opts_resources
     return entries, seconds
 
 
-def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished folder into place (replacing an old one only after the new one is complete)."""
-    if out.exists():
+class OutTaken(TPOError):
+    """--out appeared while this export ran (another tpo-export to the same folder) and --force was not given."""
+
+
+def install(tmp: Path, out: Path, force: bool) -> None:
+    """Rename the finished folder into place. With `force` an old folder is replaced only after the new one
+    is complete; without it an `out` that appeared while exporting (a second tpo-export to the same folder)
+    is never replaced: checked just before the rename, and the rename itself fails on a non-empty folder."""
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise OutTaken(f"{out}: appeared while this export ran (another tpo-export?); not replaced, this "
+                           "export was discarded (pass --force to replace it)")
         trash = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(trash)
         tmp.rename(out)
         shutil.rmtree(trash)
-    else:
+        return
+    try:
         tmp.rename(out)
+    except OSError as e:
+        raise OutTaken(f"{out}: appeared while this export ran (another tpo-export?); not replaced, this "
+                       f"export was discarded ({e.strerror})") from None
 
 
 def export_artifacts(opts: ExportOptions) -> Manifest:
-    """Run the whole export; returns the manifest (also at `opts.out / manifest.json`)."""
+    """Run the whole export; returns the manifest (also at `opts.out / manifest.json`). A model whose fp32
+    weights do not fit comfortably goes through the streamed export (`stream_export.py`)."""
     check_options(opts)      # the CLI ran it before importing torch; API callers get it here
+    from .stream_export import export_streamed, wants_stream
+
+    if opts.stream != "off":
+        from tpo.model.checkpoint import checkpoint_config, default_checkpoint, resolve_checkpoint
+
+        ckpt = Path(opts.checkpoint) if opts.checkpoint is not None else default_checkpoint()
+        if wants_stream(opts, checkpoint_config(resolve_checkpoint(ckpt), opts.config)):
+            return export_streamed(opts)
     torch.manual_seed(0)
     model, cfg, tokenizer, checkpoint, tokenizer_dir = load_for_export(opts)
     if cfg.temporal_clip_frames not in (1, cfg.vision.num_frames):
@@ -217,6 +263,7 @@ def export_artifacts(opts: ExportOptions) -> Manifest:
     out = Path(opts.out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     failed_report = out.parent / f"{out.name}.parity-failed.json"
+    check_free_space(out.absolute().parent, _planned_bytes(defs, model, opts.precision))
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -226,19 +273,38 @@ def export_artifacts(opts: ExportOptions) -> Manifest:
         manifest.files[EMBEDDINGS] = save_embeddings(model, tmp / f"{EMBEDDINGS}.safetensors", opts.precision)
         manifest.files[TOKENIZER] = save_tokenizer(tokenizer, tokenizer_dir, tmp)
         manifest.parity = run_gate(model, tokenizer, defs, tmp, opts, manifest)
+        manifest.parity["export"] = seconds.pop("_resources")
         manifest.parity["export_seconds"] = seconds
         if not manifest.parity["passed"]:
             failed_report.write_text(json.dumps(manifest.parity, indent=2))
             reasons = "; ".join(manifest.parity["failures"][:4])
             raise ParityFailed(f"parity gate failed ({reasons}); report in {failed_report}; nothing written to {out}")
         manifest.write(tmp)
-        _install(tmp, out)
+        install(tmp, out, opts.force)
         manifest.rebase(out)
         failed_report.unlink(missing_ok=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _planned_bytes(defs: list[GraphDef], model, precision: Precision) -> int:
+    """What the classic export writes: each graph's weights at the precision, the token table, a margin."""
+    item = 2 if precision == Precision.FP16 else 4
+    graphs = sum(p.numel() for d in defs for p in d.module.parameters()) * item
+    table = model.lm.get_input_embeddings().weight.numel() * item
+    return int((graphs + table) * 1.05) + (64 << 20)
+
+
+def check_free_space(folder: Path, need: int) -> None:
+    """InputError, one line naming the need, before anything is written."""
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        from tpo.errors import InputError
+
+        raise InputError(f"{folder}: the export needs {need / 1e9:.2f} GB free, the disk has {free / 1e9:.2f} GB; "
+                         "nothing written")
 
 
 def run_gate(model, tokenizer, defs: list[GraphDef], folder: Path, opts: ExportOptions, manifest: Manifest) -> dict:

@@ -20,6 +20,8 @@ from tpo.model.presets import check_config
 TARGETS = ("onnx", "tensorrt")
 MIN_OPSET, MAX_OPSET = 18, 23   # what torch 2.13's dynamo exporter and onnxruntime 1.32 both run
 DEFAULT_OPSET = 20
+STREAM_MODES = ("auto", "on", "off")
+GATE_MODES = ("auto", "full", "depth")
 EMBEDDED_CONFIG = "tiny"        # the configuration of the embedded checkpoint
 
 
@@ -37,6 +39,8 @@ class ExportOptions:
     progress: bool = True
     graphs: tuple[str, ...] | None = None   # a subset (tests); None = all
     skip_task_parity: bool = False      # tests of the graph level only
+    stream: str = "auto"                # "on" | "off" | "auto": streamed export (stream_export.py) for big models
+    gate: str = "auto"                  # streamed export's numerics gate: "full" | "depth" | "auto" (by size)
 
 
 def check_opset(opset: int) -> int:
@@ -77,6 +81,10 @@ def check_options(opts: ExportOptions) -> None:
     if unknown or not opts.targets:
         raise ConfigError(f"--targets {','.join(opts.targets)}: choose from {', '.join(TARGETS)}")
     check_opset(opts.opset)
+    if opts.stream not in STREAM_MODES:
+        raise ConfigError(f"--stream {opts.stream!r}: choose one of {', '.join(STREAM_MODES)}")
+    if opts.gate not in GATE_MODES:
+        raise ConfigError(f"gate {opts.gate!r}: choose one of {', '.join(GATE_MODES)}")
     if not isinstance(opts.parity_clips, int) or opts.parity_clips < 1:
         raise ConfigError(f"--parity-clips {opts.parity_clips}: must be >= 1 (the gate needs a clip to compare on)")
     if not isinstance(opts.parity_frames, int) or opts.parity_frames < 1:

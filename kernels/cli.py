@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tpo.errors import TPOError
+from tpo.errors import TPOError, one_line_errors
 from tpo.kernels.nvrtc import DEFAULT_ARCHS, build_cubins, cache_dir, parse_archs
 from tpo.kernels.path import available
 
 
+@one_line_errors("tpo-kernels")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tpo-kernels", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

@@ -166,16 +166,22 @@ def load_cubin(kernel: KernelSource, arch: str, defines: Mapping[str, int] | Non
 def build_cubins(
     archs: Iterable[str], out_dir: str | Path | None = None, kernels: Iterable[KernelSource] = KERNELS
 ) -> list[BuiltCubin]:
-    """Compile every kernel for every architecture into `out_dir` (default: the cache directory)."""
+    """Compile every kernel for every architecture into `out_dir` (default: the cache directory). All or
+    nothing: every architecture is checked and every cubin compiled before the first file is written, so a
+    bad architecture in the list leaves no files of the good ones behind."""
     out = Path(out_dir) if out_dir else cache_dir()
     version = nvrtc_version()
+    archs, kernels = tuple(archs), tuple(kernels)
+    unsupported = [a for a in archs if a.rstrip("a") not in supported_archs()]
+    if unsupported:
+        raise KernelBuildError(f"NVRTC {version[0]}.{version[1]} cannot compile for {', '.join(unsupported)}; it "
+                               f"supports {', '.join(supported_archs())}; nothing was built")
+    compiled = [(kernel, arch, *compile_cubin(kernel, arch)) for arch in archs for kernel in kernels]
     built = []
-    for arch in archs:
-        for kernel in kernels:
-            cubin, log = compile_cubin(kernel, arch)
-            path = out / cubin_filename(kernel, arch, None, version)
-            _write_atomically(path, cubin)
-            built.append(BuiltCubin(kernel, arch, path, len(cubin), log))
+    for kernel, arch, cubin, log in compiled:
+        path = out / cubin_filename(kernel, arch, None, version)
+        _write_atomically(path, cubin)
+        built.append(BuiltCubin(kernel, arch, path, len(cubin), log))
     return built
 
 

@@ -137,6 +137,18 @@ def default_checkpoint() -> Path:
     return path
 
 
+def _shard_inside(index: Path, name: object) -> Path:
+    """The shard `name` of `index`, which must be a plain file name in the index's folder: a path with `..`,
+    an absolute path, or a symlink leading out of the folder is refused before anything opens it."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise CheckpointError(f"{index}: shard {name!r} is not a file in the checkpoint's folder")
+    folder = index.parent.resolve()
+    target = (index.parent / name).resolve()
+    if folder not in target.parents:
+        raise CheckpointError(f"{index}: shard {name!r} resolves to {target}, outside {folder}")
+    return index.parent / name
+
+
 def resolve_checkpoint(path: str | Path, allow_pickle: bool = False) -> CheckpointFiles:
     """A folder, a `.safetensors` file or a `model.safetensors.index.json` -> the files it means."""
     p = Path(path)
@@ -165,7 +177,7 @@ def resolve_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoi
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
             raise CheckpointError(f"{p}: not a safetensors index ({e})") from e
         total = index.get("metadata", {}).get("total_size")
-        shards = [p.parent / s for s in sorted(set(weight_map.values()))]
+        shards = [_shard_inside(p, s) for s in sorted(set(weight_map.values()))]
         return CheckpointFiles(root=p.parent, shards=shards, weight_map=weight_map,
                                index_total_size=int(total) if total is not None else None)
     if p.suffix == ".safetensors":

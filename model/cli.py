@@ -3,6 +3,7 @@
     tpo-model info --config tiny [--json]
     tpo-model verify PATH --config videochat-tpo [--json]
     tpo-model demo [--checkpoint DIR] [--config tiny]
+    tpo-model random --config videochat-tpo --out DIR [--seed 0] [--dtype bf16] [--shards 4] [--force]
 
 Errors a user can cause print one line and exit 2.
 """
@@ -14,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from tpo.errors import CheckpointError, TPOError
+from tpo.errors import CheckpointError, TPOError, one_line_errors
 from tpo.model.presets import check_config, preset_names
 
 COMPONENTS = {
@@ -142,6 +143,35 @@ def demo(checkpoint: str | None, config: str | None) -> int:
     return 0
 
 
+def random_checkpoint(args: argparse.Namespace) -> int:
+    """`tpo-model random`: write the checkpoint, a progress line on stderr, a summary on stdout."""
+    import time
+
+    from .random_checkpoint import DTYPES, write_random_checkpoint
+
+    if args.dtype not in DTYPES:          # before the model is built
+        raise CheckpointError(f"--dtype {args.dtype!r}: choose one of {', '.join(DTYPES)}")
+    start, last = time.perf_counter(), [0.0]
+
+    def progress(shard: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 2.0 or done == total:
+            last[0] = now
+            print(f"\r{shard}: {done / 1e9:6.2f} / {total / 1e9:.2f} GB", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = write_random_checkpoint(args.config, args.out, seed=args.seed, dtype=args.dtype,
+                                         shards=args.shards, force=args.force, progress=progress)
+    except KeyboardInterrupt:
+        print(f"\ntpo-model: interrupted; nothing written to {args.out}", file=sys.stderr)
+        return 130
+    print(file=sys.stderr)
+    on_disk = sum(result.shards.values())
+    print(f"wrote {result.path}: {result.tensors} tensors, {len(result.shards)} shards ({result.layout}), "
+          f"{result.total_bytes:,} tensor bytes, {on_disk:,} bytes on disk, {time.perf_counter() - start:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     names = ", ".join(preset_names())
     p = argparse.ArgumentParser(prog="tpo-model", description="Inspect VideoChat-TPO configurations and checkpoints.")
@@ -160,9 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--checkpoint", default=None,
                     help="checkpoint folder (default: the embedded tiny one; random weights if it is absent)")
     pd.add_argument("--config", default=None, help=f"configuration ({names}) or a .json file (default: tiny)")
+    pr = sub.add_parser("random", help="write random weights in the release layout (shards, index, tokenizer)",
+                        description="Random weights at a configuration's exact names, shapes and dtypes, in the "
+                                    "release's shard layout, written tensor by tensor (a few blocks in memory).")
+    pr.add_argument("--config", required=True, help=f"configuration: {names}, or a .json file")
+    pr.add_argument("--out", required=True, type=Path, help="checkpoint folder to write (refused if it exists)")
+    pr.add_argument("--seed", type=int, default=0, help="seed of every tensor's values (default 0)")
+    pr.add_argument("--dtype", default="bf16", help="float dtype as stored: bf16 (the release), fp16 or fp32")
+    pr.add_argument("--shards", type=int, default=4, help="number of shards (default 4, the release's)")
+    pr.add_argument("--force", action="store_true", help="replace an existing --out folder")
     return p
 
 
+@one_line_errors("tpo-model")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -182,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             report = verify_checkpoint(args.path, args.config).to_dict()
             print(json.dumps(report, indent=2)) if args.json else print_verify(args.path, report)
             return 0 if report["ok"] else 1
+        if args.cmd == "random":
+            return random_checkpoint(args)
         if args.cmd == "demo":
             return demo(args.checkpoint, args.config)
     except TPOError as e:

@@ -5,11 +5,15 @@ produced. On a trigger token (each registered task's `Task.trigger`, e.g. `<box_
 more LLM step feeds the task embedding; its final-norm hidden state is the head's prompt, and the head
 registered under the task's name (`tpo.model.heads.HEADS`) answers.
 
-The release's quirk: its demo never feeds the trigger back before that step (the cache holds
-"..., task embedding, trigger" afterwards), while training sequences read "<trigger><placeholder>".
+The release's quirk: after emitting a trigger at position p, its demo feeds the task embedding at p
+(the trigger itself not fed yet), reads the head's hidden state there, DISCARDS that step's cache, and
+feeds the trigger at the same position p; decoding goes on from the trigger, so the cache holds
+"..., trigger" and never the task embedding. Training sequences read "<trigger><placeholder>" instead.
 We follow the TRAINING order by default: the step feeds [trigger, task embedding] and decoding
 continues from the task position, so the hidden state equals a plain forward over the same tokens
-(pinned by tests/model/test_generate.py). `trigger_order="release"` reproduces the demo.
+(pinned by tests/model/test_generate.py). `trigger_order="release"` reproduces the demo (also pinned there:
+its hidden state is a plain forward over the tokens before the trigger + the task embedding, its next
+logits and cache those of a plain forward with the trigger fed as an ordinary token).
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ def generate(
 
     video: frames [N, H, W, 3] uint8 RGB with fps; one frame means an image (region questions).
     boxes: [K, 4] normalised x1,y1,x2,y2, one per `<track_box>` in the question.
+    trigger_order: "training" feeds [trigger, task embedding] and decodes on after the task embedding;
+    "release" feeds the task embedding in the trigger's place, drops it from the cache, then feeds the
+    trigger at that same position (the release's demo; see the module docstring).
     """
     if trigger_order not in ("training", "release"):
         raise InputError(f"trigger_order must be 'training' or 'release', got {trigger_order!r}")
@@ -109,23 +116,25 @@ def _prompt_embeddings(model, tokenizer, video: Video, question: str, boxes: tor
     """The prompt's inputs_embeds [1, L, H]: one frame is an image, more are a video (num_frames sampled)."""
     cfg = model.cfg
     media = "image" if video.frames.shape[0] == 1 else "video"
-    prompt = build_prompt(tokenizer, question, cfg.num_visual_tokens, media=media, one_bos=one_bos)
-    n_frames = 1 if media == "image" else cfg.vision.num_frames
-    frames = video.frames[middle_frame_indices(n_frames, video.frames.shape[0])]
+    indices = middle_frame_indices(1 if media == "image" else cfg.vision.num_frames, video.frames.shape[0])
+    prompt = build_prompt(tokenizer, question, cfg.num_visual_tokens, media=media, frame_indices=indices,
+                          fps=video.fps, one_bos=one_bos)
+    frames = video.frames[indices]
     pixels = mllm_pixels(frames, cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std).to(model.device, model.dtype)
     visual = model.encode_visual(pixels)
     return model.embed_prompt(prompt, visual, placeholder_ids={}, boxes=boxes)
 
 
 def _task_step(model, task: str, token: int, past, trigger_order: str):
-    """Feed the task embedding after trigger `token`: -> (hidden state at the task embedding [H],
-    the next token's logits [V], the cache)."""
+    """Feed the task embedding for trigger `token` (emitted, not yet fed): -> (hidden state at the task
+    embedding [H], the next token's logits [V], the cache)."""
     task_emb = model.task_embedding(task).to(model.dtype)
     trigger = model.token_embeddings(torch.tensor([[token]]))
     if trigger_order == "training":
         logits, hidden, past = model.llm_step(torch.cat([trigger, task_emb], dim=1), past)
     else:
         _, hidden, past = model.llm_step(task_emb, past)
+        past.crop(-1)                    # the release keeps the cache from before the task embedding
         logits, _, past = model.llm_step(trigger, past)
     return hidden[0, -1], logits[0, -1], past
 

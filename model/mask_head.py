@@ -49,8 +49,11 @@ LOW_RES_STRIDE = 4
 # The memory encoder feeds the mask as sigmoid(logits) * 20 - 10 (binarised masks as {0, 1} * 20 - 10).
 MEMORY_MASK_SCALE = 20.0
 MEMORY_MASK_BIAS = -10.0
-# transformers 5.24 builds the memory cross-attention with `kv_in_dim=64` whatever the configuration says.
+# transformers 5.24 builds the memory cross-attention with `kv_in_dim=64` whatever the configuration says; SAM2's
+# own option is the memory width (`mem_dim`, the keys' and values' width), so `MaskHead` rebuilds it for another.
 _TRANSFORMERS_MEMORY_DIM = 64
+# SAM2's IoU head is 256 wide whatever the model width (`iou_head_hidden_dim=256` in its mask decoder).
+SAM2_IOU_HEAD_DIM = 256
 
 
 @dataclass
@@ -65,10 +68,11 @@ class MaskHeadConfig:
     hiera_window_size_per_stage: tuple[int, ...] = (8, 4, 16, 8)
     hiera_window_pos_embed_size: tuple[int, int] = (7, 7)  # background position-embedding grid
     hidden_size: int = 256  # FPN / prompt / decoder / memory-attention width
-    memory_dim: int = 64  # memory-encoder output channels
+    memory_dim: int = 64  # memory-encoder output channels = key/value width of the memory cross-attention
     memory_attention_layers: int = 4
     memory_attention_ffn_dim: int = 2048
     mask_decoder_mlp_dim: int = 2048  # the release hard-codes 2048 whatever the width
+    iou_head_hidden_dim: int = SAM2_IOU_HEAD_DIM  # SAM2 fixes it at 256, not tied to hidden_size
     num_maskmem: int = 7  # conditioning frame + up to num_maskmem - 1 recent frames
     max_object_pointers: int = 16  # conditioning frame + up to max_object_pointers - 1 recent frames
     stability_delta: float = 0.05  # single-mask stability score: IoU of masks at logit +-delta
@@ -88,15 +92,12 @@ class MaskHeadConfig:
                 f"the stage-1 grid ({stage1}) must be a multiple of hiera_window_size_per_stage[0]="
                 f"{self.hiera_window_size_per_stage[0]}"
             )
-        if self.memory_dim != _TRANSFORMERS_MEMORY_DIM:
-            raise ConfigError(
-                f"memory_dim={self.memory_dim}: transformers' SAM2 memory attention supports only "
-                f"{_TRANSFORMERS_MEMORY_DIM}"
-            )
-        if self.hidden_size % 32 != 0 or self.hidden_size % self.memory_dim != 0:
-            raise ConfigError(
+        if self.hidden_size % 32 != 0 or self.memory_dim < 1 or self.hidden_size % self.memory_dim != 0:
+            raise ConfigError(  # an object pointer [C] becomes C / memory_dim memory tokens
                 f"hidden_size={self.hidden_size} must be a multiple of 32 and of memory_dim={self.memory_dim}"
             )
+        if self.iou_head_hidden_dim < 1:
+            raise ConfigError(f"iou_head_hidden_dim={self.iou_head_hidden_dim} must be >= 1")
         if self.num_maskmem < 2 or self.max_object_pointers < 2:
             raise ConfigError(
                 f"num_maskmem={self.num_maskmem} and max_object_pointers={self.max_object_pointers} "
@@ -139,7 +140,7 @@ class MaskHeadConfig:
         decoder = Sam2VideoMaskDecoderConfig(
             hidden_size=self.hidden_size,
             mlp_dim=self.mask_decoder_mlp_dim,
-            iou_head_hidden_dim=self.hidden_size,
+            iou_head_hidden_dim=self.iou_head_hidden_dim,
             dynamic_multimask_via_stability=True,
             dynamic_multimask_stability_delta=self.stability_delta,
             dynamic_multimask_stability_thresh=self.stability_threshold,
@@ -207,6 +208,11 @@ class MaskHead(nn.Module):
         self.sam2_config = self.config.to_transformers()
         # Build transformers' video model once and keep its parts, so that wiring and initialisation are its own.
         sam2 = Sam2VideoModel(self.sam2_config)
+        if self.config.memory_dim != _TRANSFORMERS_MEMORY_DIM:
+            for layer in sam2.memory_attention.layers:     # SAM2's kv_in_dim = memory width
+                layer.cross_attn_image = Sam2VideoRoPEAttention(
+                    self.sam2_config, kv_in_dim=self.config.memory_dim, rope_k_repeat=True)
+                layer.cross_attn_image.apply(sam2._init_weights)
         self.vision_encoder = sam2.vision_encoder
         self.prompt_encoder = sam2.prompt_encoder
         self.mask_decoder = sam2.mask_decoder

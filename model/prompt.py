@@ -1,22 +1,28 @@
 """Prompt building: the release's template, its video placeholder, and its BOS-per-chunk quirk.
 
-Template (one user turn; `msg` is an optional instruction inside the media turn):
+Template (one user turn; the chunks are `tpo.contract.prompt.prompt_chunks`, shared with the runtime):
 
     [INST] <Video>{96 visual slots}</Video>{msg}[/INST] [INST] {question} [/INST]
+
+`msg` is empty, or the release's frame-time sentence when a video question contains "timestamp"
+(`tpo.contract.prompt.timestamp_sentence`; callers pass the sampled frame indices and the fps).
 
 The release tokenises each text chunk on its own with `add_special_tokens=True`, so every chunk
 starts with BOS: three BOS in one prompt ("[INST] <Video>", "</Video>{msg}[/INST]",
 " [INST] {question} [/INST] "). The model was trained on prompts made that way, so we REPRODUCE
 the quirk (decision recorded in docs/model.md and pinned by tests/model/test_tokenizer_prompt.py);
-`one_bos=True` builds the conventional single-BOS prompt for experiments.
+`one_bos=True` builds the conventional single-BOS prompt for experiments. A chunk that starts with a
+space begins with the lone '▁' piece, as SentencePiece gives it (`tpo.model.tokenizer`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from tpo.contract.prompt import VISUAL, prompt_chunks
 from tpo.errors import InputError
 
 from .tokenizer import TaskTokenIds, task_token_ids
@@ -42,21 +48,21 @@ def build_prompt(
     question: str,
     num_visual_tokens: int,
     media: str = "video",
-    msg: str = "",
+    frame_indices: Sequence[int] | None = None,
+    fps: float | None = None,
     one_bos: bool = False,
     max_tokens: int = MAX_PROMPT_TOKENS,
 ) -> Prompt:
-    if not isinstance(question, str) or not question.strip():
-        raise InputError("question: empty; ask something, e.g. 'track the red circle'")
-    if media not in ("video", "image"):
-        raise InputError(f"media must be 'video' or 'image', got {media!r}")
-    tag = "Video" if media == "video" else "Image"
-    chunks = [f"[INST] <{tag}>", None, f"</{tag}>{msg.rstrip()}[/INST]", f" [INST] {question.strip()} [/INST] "]
+    """The prompt's ids for `question` about a video (or an image). frame_indices / fps: the video frames the
+    visual tokens are made of and the video's rate, for the release's frame-time sentence (required when the
+    question contains "timestamp"). Every PyTorch-side caller (generate, the export's examples, training
+    samples) builds its prompt here."""
+    chunks = prompt_chunks(question, media, frame_indices, fps)
     ids: list[int] = []
     visual: list[bool] = []
     ids_info: TaskTokenIds = task_token_ids(tokenizer)
     for i, chunk in enumerate(chunks):
-        if chunk is None:
+        if chunk is VISUAL:
             ids += [ids_info.video_placeholder] * num_visual_tokens
             visual += [True] * num_visual_tokens
             continue

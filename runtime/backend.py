@@ -19,7 +19,7 @@ from importlib import metadata
 import numpy as np
 
 from tpo.contract import GraphEntry
-from tpo.errors import TPOError
+from tpo.errors import CheckpointError, TPOError
 
 # the interface and its error live in .engine, which the backends import (no backend imports this registry);
 # re-exported here for the callers that know them from this module
@@ -85,8 +85,12 @@ class OnnxRuntimeBackend:
             options.inter_op_num_threads = 1
         provider_options = [{} if p == "CPUExecutionProvider" else {"device_id": self.device_id}
                             for p in self.providers]
-        session = self.ort.InferenceSession(str(graph.path), options, providers=self.providers,
-                                            provider_options=provider_options)
+        try:
+            session = self.ort.InferenceSession(str(graph.path), options, providers=self.providers,
+                                                provider_options=provider_options)
+        except Exception as e:   # onnxruntime's own exception types: a corrupt or foreign file, one line
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise CheckpointError(f"graph {graph.name} ({graph.path}): ONNX Runtime cannot load it: {first}") from e
         got = session.get_providers()
         lost = [p for p in self.providers if p not in got]
         if lost:

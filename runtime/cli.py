@@ -17,14 +17,20 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tpo.errors import TPOError
+from tpo.errors import TPOError, one_line_errors
+
+if TYPE_CHECKING:
+    from .sinks import Sinks
 
 EXIT_USAGE = 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 PROGRESS_EVERY_S = 2.0
 
 
@@ -85,6 +91,10 @@ def build_parser() -> Parser:
                    help="stop after this many frames have been delivered (the question's frames included)")
     p.add_argument("--no-masks", action="store_true", help="leave the COCO RLE masks out of track events")
     p.add_argument("--quiet", action="store_true", help="print only the answer and the summary; no progress")
+    p.add_argument("--force", action="store_true",
+                   help="take over output files another running process has claimed (its lock file)")
+    p.add_argument("--watchdog", type=float, default=5.0,
+                   help="live sources: seconds without a frame before the source is restarted (0: off)")
     return p
 
 
@@ -117,12 +127,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(f"--max-frames {args.max_frames}: must be >= 1")
     if not 0.0 <= args.conf <= 1.0:
         raise UsageError(f"--conf {args.conf}: must be a probability in [0, 1]")
+    if args.watchdog < 0:
+        raise UsageError(f"--watchdog {args.watchdog}: must be >= 0 seconds (0 turns it off)")
+    args.watchdog = args.watchdog or None
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be >= 1")
     if args.out is not None:
         from .sinks import check_video_path
 
         check_video_path(args.out)
+    from .outputs import check_path
+
+    for path in (args.jsonl, args.qvhighlights, args.out):
+        if path is not None:
+            check_path(path, args.force)
+    outputs = [str(p) for p in (args.jsonl, args.qvhighlights, args.out) if p is not None and str(p) != "-"]
+    if len(set(outputs)) < len(outputs):
+        raise UsageError(f"two outputs on one path ({', '.join(outputs)}): give each its own file")
     args.backend_kwargs = parse_device(args.device, args.backend)
     if args.threads is not None:
         args.backend_kwargs["threads"] = args.threads
@@ -153,9 +174,87 @@ def printable(event: dict) -> dict:
     return {k: v for k, v in event.items() if k != "mask_rle"}
 
 
+class StopRequest:
+    """SIGINT / SIGTERM while streaming, as a flag the loop reads between frames. An exception raised by the
+    signal handler could land anywhere: inside a lock's acquire-and-enter (the lock stays held and the closing
+    summary deadlocks on it) or half-way through a sink's write. A second SIGINT raises KeyboardInterrupt at
+    once, for a loop stuck in a read (a live source's watchdog ends such a read within its setting anyway)."""
+
+    REASONS = {signal.SIGINT: ("interrupted (SIGINT)", EXIT_SIGINT), signal.SIGTERM: ("terminated (SIGTERM)", EXIT_SIGTERM)}
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.code = 0
+
+    def __call__(self, signum, frame) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason, self.code = self.REASONS[signal.Signals(signum)]
+
+    def __enter__(self) -> StopRequest:
+        self._previous = {sig: signal.signal(sig, self) for sig in self.REASONS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def open_sinks(args: argparse.Namespace, source) -> Sinks:
+    """Every output the arguments ask for, each claimed now (a second writer is refused before anything runs)."""
+    from .sinks import AnnotatedVideoSink, JsonlSink, QVHighlightsSink, Sinks
+
+    sinks = Sinks()
+    try:
+        if args.jsonl:
+            sinks.sinks.append(JsonlSink(args.jsonl, force=args.force))
+        if args.qvhighlights:
+            sinks.sinks.append(QVHighlightsSink(args.qvhighlights, qid=args.qid, query=args.query,
+                                                vid=args.vid or str(args.source), force=args.force))
+        if args.out:
+            fps = (source.fps or 30.0) / args.stride
+            sinks.sinks.append(AnnotatedVideoSink(args.out, fps, duration_s=source.duration_s, force=args.force))
+    except BaseException:
+        for sink in sinks.sinks:       # release the claims already taken: nothing was written yet
+            sink.discard()
+        raise
+    return sinks
+
+
+def stream_into(stream, sinks, args: argparse.Namespace, source, stop: StopRequest) -> None:
+    """The loop: every result to the sinks, its events printed, a progress line now and then; it returns
+    early, between two results, when a signal asked it to stop."""
+    progress = Progress(source.frame_count, enabled=not args.quiet)
+    for result in stream:
+        with stream.timings.timed("sink"):
+            sinks.write(result)
+        for event in result.events:
+            if not args.quiet or event["type"] in ("answer", "summary"):
+                print(json.dumps(printable(event)), flush=event["type"] != "track")
+        if result.frame is not None:
+            progress.update(result.frame.index, stream.processed)
+        if stop.reason is not None:
+            return
+
+
+def finish_early(stream, sinks, reason: str, error: str | None = None) -> None:
+    """An interrupted or failed run: the summary says so (`"complete": false` and why), every sink is closed
+    and its file kept under a partial name, and the summary is printed. A sink that already failed with
+    `error` fails again here: that is not said twice."""
+    closing = stream.abort(reason)
+    said = {error} if error else set()
+    for step in (lambda: sinks.write(closing), lambda: sinks.close(partial=True)):
+        try:
+            step()
+        except TPOError as e:
+            if str(e) not in said:
+                said.add(str(e))
+                print(f"tpo-run: {e}", file=sys.stderr)
+    print(json.dumps(printable(closing.events[-1])), flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from .session import open as open_session
-    from .sinks import AnnotatedVideoSink, JsonlSink, QVHighlightsSink, Sinks
     from .sources import open_source
     from .stream import Stream
     from .tasks import StreamOptions
@@ -163,39 +262,46 @@ def run(args: argparse.Namespace) -> int:
     options = StreamOptions(conf=args.conf, with_masks=not args.no_masks)
     artifacts = args.artifacts or ensure_default_artifacts(default_artifacts())
     session = open_session(artifacts, backend=args.backend, **args.backend_kwargs)
-    source = open_source(args.source, stride=args.stride, max_frames=args.max_frames)
-    print(f"backend: {session.backend.description}, precision {session.manifest.precision}, "
+    source = open_source(args.source, stride=args.stride, max_frames=args.max_frames,
+                         watchdog_s=args.watchdog)
+    print(f"backend: {session.backend.description}, precision {session.manifest.precision.value}, "
           f"source: {source.name}", file=sys.stderr)
     print(session.frame_path.describe(), file=sys.stderr)
     stream = Stream(session, source, args.query, options)
-    sinks = Sinks()
-    if args.jsonl:
-        sinks.sinks.append(JsonlSink(args.jsonl))
-    if args.qvhighlights:
-        sinks.sinks.append(QVHighlightsSink(args.qvhighlights, qid=args.qid, query=args.query,
-                                            vid=args.vid or str(args.source)))
-    if args.out:
-        fps = (source.fps or 30.0) / args.stride
-        sinks.sinks.append(AnnotatedVideoSink(args.out, fps, duration_s=source.duration_s))
-    progress = Progress(source.frame_count, enabled=not args.quiet)
-    with sinks:
-        for result in stream:
-            with stream.timings.timed("sink"):
-                sinks.write(result)
-            for event in result.events:
-                if not args.quiet or event["type"] in ("answer", "summary"):
-                    print(json.dumps(printable(event)), flush=event["type"] != "track")
-            if result.frame is not None:
-                progress.update(result.frame.index, stream.processed)
+    try:
+        sinks = open_sinks(args, source)
+    except BaseException:
+        source.close()
+        raise
+    with StopRequest() as stop:
+        try:
+            stream_into(stream, sinks, args, source, stop)
+        except KeyboardInterrupt:         # the second Ctrl-C
+            finish_early(stream, sinks, "interrupted (SIGINT)")
+            return EXIT_SIGINT
+        except TPOError as e:
+            finish_early(stream, sinks, f"stopped: {e}", error=str(e))
+            raise
+        except BaseException as e:            # a bug: still close everything honestly, then show the traceback
+            finish_early(stream, sinks, f"stopped by an internal error: {type(e).__name__}: {e}")
+            raise
+        if stop.reason is not None and stream.summary is None:    # (a signal after the last result: complete)
+            finish_early(stream, sinks, stop.reason)
+            return stop.code
+    sinks.close()           # every sink is closed even if one fails; the first failure is one line, exit 2
     return 0
 
 
+@one_line_errors("tpo-run")
 def main(argv: list[str] | None = None) -> int:
     try:
         return run(parse_args(argv))
     except TPOError as e:
         print(f"tpo-run: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:            # before the stream started (loading)
+        print("tpo-run: interrupted (SIGINT) before streaming; nothing written", file=sys.stderr)
+        return EXIT_SIGINT
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ for what each kind delivers and how failures are reported.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -114,6 +115,12 @@ def _file_records(cap: Capture, name: str, stride: int, fps: float,
                         yield _Rec("event", time_s=last_t, event="ended_early",
                                    detail=f"{name}: read failed from frame {pending[0]} on, {declared} frames "
                                           f"declared, {read} read{how}")
+                    elif not declared:
+                        # no frame count to compare with: the end of the file cannot be told from a file cut
+                        # short, so say where reading stopped rather than end silently
+                        yield _Rec("event", time_s=last_t, event="ended_unverified",
+                                   detail=f"{name}: the container declares no frame count; {read} frames read "
+                                          f"until a read failed at frame {pending[0]} (its end, or a truncated file)")
                     return
                 continue
             read += 1
@@ -178,10 +185,13 @@ def _iter_records(items: Iterable[Any], name: str, stride: int, clock: Callable[
 
 def _live_capture_records(cap: Capture | None, factory: Callable[[], Capture], name: str, stride: int,
                           policy: ReconnectPolicy, clock: Callable[[], float],
-                          stop: threading.Event) -> Iterator[_Rec]:
+                          stop: threading.Event, counter: Iterator[int] | None = None) -> Iterator[_Rec]:
     """Frames of a live capture; on a failed read: release, back off, reopen, up to policy.attempts
-    times in a row. Waits end early when `stop` is set (the consumer closed the source)."""
-    index, failures = 0, 0
+    times in a row. Waits end early when `stop` is set (the consumer closed the source). `counter` numbers
+    the frames (shared with a reader that replaces this one, so indices keep growing); cap None: start by
+    reconnecting."""
+    counter = counter if counter is not None else itertools.count()
+    failures = 0
     try:
         while not stop.is_set():
             ok, image = cap.read() if cap is not None else (False, None)
@@ -190,8 +200,8 @@ def _live_capture_records(cap: Capture | None, factory: Callable[[], Capture], n
                     yield _Rec("event", time_s=clock(), event="reconnected",
                                detail=f"{name}: frames again after {failures} attempt(s)")
                 failures = 0
+                index = next(counter)
                 yield _Rec("skip", index) if index % stride else _Rec("frame", index, clock(), image=image)
-                index += 1
                 continue
             if cap is not None:
                 cap.release()

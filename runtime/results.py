@@ -70,6 +70,7 @@ class FrameResult:
     events: list[dict] = field(default_factory=list)
     status: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    seconds: float = field(default=0.0, repr=False)     # the stream's processing time of this frame
 
     @property
     def index(self) -> int | None:

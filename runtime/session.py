@@ -54,6 +54,7 @@ class Answer:
     prompts: dict[str, np.ndarray] = field(default_factory=dict)   # task -> router input hidden [H]
     # task -> probability the LLM gave the trigger token when it chose it (softmax over the vocabulary)
     trigger_probability: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False     # decoding reached max_new_tokens before the end token
 
     @property
     def region(self) -> list[dict]:        # {"frame", "box" (px), "box_normalised"}
@@ -138,13 +139,13 @@ class Session:
         return out.logits, out.hidden_states, out.present
 
     # ---------------------------------------------------------------------------------- slow path
-    def _prompt_embeds(self, question: str, frames: np.ndarray, boxes: np.ndarray | None) -> np.ndarray:
+    def _prompt_embeds(self, question: str, frames: np.ndarray, fps: float, boxes: np.ndarray | None) -> np.ndarray:
         """The prompt's token embeddings [L, H] with the visual tokens (and any user boxes) spliced in."""
         media = "image" if frames.shape[0] == 1 else "video"
-        prompt = self.text.prompt(question, media)
-        with self.timings.timed("preprocess"):
-            t = 1 if media == "image" else self.pre.mllm.num_frames
-            pixels = self.frame_path.mllm_frames(frames[preprocess.middle_frame_indices(t, frames.shape[0])])
+        indices = preprocess.middle_frame_indices(1 if media == "image" else self.pre.mllm.num_frames, frames.shape[0])
+        prompt = self.text.prompt(question, media, indices, fps)
+        with self.timings.timed("question_preprocess"):    # the slow path's, apart from each frame's
+            pixels = self.frame_path.mllm_frames(frames[indices])
         visual = self.run(G.CONNECTOR, vision_tokens=self.vision_tokens(pixels)).visual_embeds   # (1, Q, H)
         embeds = self.embed_tokens(prompt.input_ids)                                             # (L, H)
         embeds[prompt.visual_mask] = visual[0]
@@ -163,7 +164,7 @@ class Session:
         frames = check_frames(frames)
         if not fps > 0:
             raise InputError(f"fps must be > 0, got {fps}")
-        embeds = self._prompt_embeds(question, frames, boxes)
+        embeds = self._prompt_embeds(question, frames, fps, boxes)
         with self.timings.timed("llm_prefill"):
             logits, _, past = self.llm(embeds[None], None)
         answer = Answer(text="", raw_text="", task=T.CHAT, token_ids=[])
@@ -189,6 +190,7 @@ class Session:
             answer.prompts.setdefault(task, hidden[0, -1])
             if run_heads:
                 self.run_head(task, hidden[0, -1], frames, fps, question, answer)
+        answer.truncated = not answer.token_ids or answer.token_ids[-1] != self.text.eos
         answer.text, answer.raw_text = self.text.answer(answer.token_ids)
         return answer
 

@@ -5,9 +5,10 @@ Every sink takes the stream's `FrameResult`s, in order, through `write(result)`,
 `close()`; the closing result (`result.frame is None`) carries the offline answers and the summary. The JSON
 events inside a result are the lines of `tpo-run --jsonl` (docs/runtime.md).
 
-Files are written under a `.part` name and renamed by `close()` (also when the `with` block ends in an
-exception: what was written is valid), so a process that dies leaves the `.part` file, whose lines are
-whole (each line is flushed as written).
+Files go through `runtime.outputs.OutputFile`: written under a unique temporary name, claimed against a second
+writer, renamed into place by `close()` after a flushed and fsynced write; `close(partial=True)` (an
+interrupted or failed run) keeps them under a name that says so (`events.partial.jsonl`). Special files (a
+FIFO, /dev/null, "-" for stdout) are written directly. Every write error is one line naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from tpo.errors import InputError, TPOError
 
 from .drawing import Layout, compose, timeline_span
+from .outputs import OutputError, OutputFile, describe_os_error, open_text, sync_close
 from .results import FrameResult
 
 __all__ = ["AnnotatedVideoSink", "CallbackSink", "JsonlSink", "QVHighlightsSink", "Sink", "Sinks",
@@ -37,15 +39,7 @@ VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG"}   # OpenCV's wheels cannot write
 class Sink(Protocol):
     def write(self, result: FrameResult) -> None: ...
 
-    def close(self) -> None: ...
-
-
-def _part_path(path: Path) -> Path:
-    """`out.jsonl` -> `out.jsonl.part`; videos keep their suffix last (`out.part.mp4`) because
-    OpenCV picks the container from it."""
-    if path.suffix.lower() in VIDEO_FOURCC:
-        return path.with_name(f"{path.stem}.part{path.suffix}")
-    return path.with_name(path.name + ".part")
+    def close(self, partial: bool = False) -> None: ...
 
 
 def json_safe(value: Any, where: str = "event") -> Any:
@@ -79,15 +73,15 @@ def _dumps(event: dict) -> str:
 # ------------------------------------------------------------------------------------------ JSONL
 class JsonlSink:
     """One JSON object per line, flushed per line: every event of every result (`write`), or one event at a
-    time (`write_event`). A path is written as `<path>.part` and renamed at close; a stream (anything with
-    write/flush) is written to and left open."""
+    time (`write_event`). A path goes through an `OutputFile` (see the module docstring); a stream (anything
+    with write/flush) is written to and left open."""
 
-    def __init__(self, path_or_stream: str | os.PathLike | io.TextIOBase):
+    def __init__(self, path_or_stream: str | os.PathLike | io.TextIOBase, *, force: bool = False):
+        self.output: OutputFile | None = None
         if isinstance(path_or_stream, str | os.PathLike):
-            self.path: Path | None = Path(path_or_stream)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._part = _part_path(self.path)
-            self._stream: Any = open(self._part, "w", encoding="utf-8")   # noqa: SIM115 (closed in close)
+            self.output = OutputFile(path_or_stream, force=force)
+            self.path: Path | None = self.output.path
+            self._stream: Any = open_text(self.output)
         else:
             self.path = None
             self._stream = path_or_stream
@@ -101,23 +95,40 @@ class JsonlSink:
     def write_event(self, event: dict) -> None:
         if self._closed:
             raise TPOError(f"JSONL sink {self.path or '<stream>'}: written after close")
-        self._stream.write(_dumps(event) + "\n")
-        self._stream.flush()
+        line = _dumps(event) + "\n"
+        try:
+            self._stream.write(line)
+            self._stream.flush()
+        except OSError as e:
+            raise describe_os_error(self.path or "<stream>", e) from None
         self.lines += 1
 
-    def close(self) -> None:
-        if self._closed:
-            return
+    def discard(self) -> None:
+        """Drop what was written and the claim on the path (a run that never started)."""
         self._closed = True
-        if self.path is not None:
+        if self.output is not None:
             self._stream.close()
-            os.replace(self._part, self.path)
+            self.output.discard()
+
+    def close(self, partial: bool = False) -> Path | None:
+        """Finish the file: into place, or (partial) under the partial name. Returns where it is."""
+        if self._closed:
+            return None
+        self._closed = True
+        if self.output is None:
+            return None
+        try:
+            sync_close(self._stream)
+        except OSError as e:
+            self.output.abandon()
+            raise describe_os_error(self.path, e) from None
+        return self.output.abandon() if partial else self.output.commit()
 
     def __enter__(self) -> JsonlSink:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(partial=exc_type is not None)
 
 
 # ------------------------------------------------------------------------------------ QVHighlights
@@ -172,9 +183,10 @@ class QVHighlightsSink:
     without one (stopped early) writes the windows its online "close" events gave instead, so a query is
     never lost and never written twice. qid / query / vid come from the event, else from the constructor."""
 
-    def __init__(self, path: str | os.PathLike, *, qid: Any = 0, query: str = "", vid: str = ""):
+    def __init__(self, path: str | os.PathLike, *, qid: Any = 0, query: str = "", vid: str = "",
+                 force: bool = False):
         self.defaults = {"qid": qid, "query": query, "vid": vid}
-        self._out = JsonlSink(path)
+        self._out = JsonlSink(path, force=force)
         self._online: dict | None = None
         self._written = False
 
@@ -200,16 +212,19 @@ class QVHighlightsSink:
                 self._online = {**event, "windows": [], "saliency": []}
             self._online["windows"] += event["windows"]
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        self._out.discard()
+
+    def close(self, partial: bool = False) -> Path | None:
         if self._online is not None and not self._written:
             self._out.write_event(self._line(self._online))
-        self._out.close()
+        return self._out.close(partial)
 
     def __enter__(self) -> QVHighlightsSink:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(partial=exc_type is not None)
 
 
 # ------------------------------------------------------------------------------------------ video
@@ -233,12 +248,16 @@ class AnnotatedVideoSink:
     (MJPG); the size is the first frame's plus the bands, and a frame of another size is resized into it."""
 
     def __init__(self, path: str | os.PathLike, fps: float, *, duration_s: float | None = None,
-                 max_gap_s: float = 2.0):
+                 max_gap_s: float = 2.0, force: bool = False):
         self.path = check_video_path(path)
         if not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
             raise InputError(f"{self.path}: fps {fps!r} must be a positive number")
         self.fps, self.duration_s, self.max_gap_s = float(fps), duration_s, max_gap_s
-        self._part = _part_path(self.path)
+        self.output = OutputFile(self.path, force=force, keep_suffix=True)
+        if self.output.special:
+            raise OutputError(f"{self.path}: a video needs a regular file (OpenCV cannot write to a pipe or device)")
+        self.path = self.output.path
+        self._part = self.output.write_path
         self._writer: cv2.VideoWriter | None = None
         self.layout: Layout | None = None
         self.frames = 0                 # processed frames written
@@ -301,20 +320,53 @@ class AnnotatedVideoSink:
         self.written += 1
         self.frames += 1
 
-    def close(self) -> None:
+    def discard(self) -> None:
+        self._closed = True
+        if self._writer is not None:
+            self._writer.release()
+        self.output.discard()
+
+    def close(self, partial: bool = False) -> Path | None:
+        """Finish the video: check what OpenCV wrote (it reports no write error: a full disk gives a short
+        file), then into place, or (partial) under the partial name. Returns where it is."""
         if self._closed:
-            return
+            return None
         self._closed = True
         if self._writer is None:
-            return                      # nothing was processed: no video
+            self.output.discard()       # nothing was processed: no video
+            return None
         self._writer.release()
-        os.replace(self._part, self.path)
+        if not partial:
+            readable = _count_frames(self._part)
+            if readable != self.written:
+                where = self.output.abandon()
+                raise OutputError(f"{self.path}: OpenCV wrote {readable} of {self.written} frames (is the disk "
+                                  f"full?); what it wrote is in {where}")
+        return self.output.abandon() if partial else self.output.commit()
 
     def __enter__(self) -> AnnotatedVideoSink:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(partial=exc_type is not None)
+
+
+def _count_frames(path: Path) -> int:
+    """Frames a video file holds: the container's count, trusted only if its last frame decodes (a write cut
+    short by a full disk leaves a count the data does not back, or no readable index at all). Cheap for long
+    videos: one seek, not a decode of every frame."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0
+        declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if declared <= 0:
+            return 0
+        cap.set(cv2.CAP_PROP_POS_FRAMES, declared - 1)
+        ok, _ = cap.read()
+        return declared if ok else 0
+    finally:
+        cap.release()
 
 
 # ------------------------------------------------------------------------------------ callback, fan-out
@@ -334,7 +386,7 @@ class CallbackSink:
             raise TPOError(f"callback {self.name} failed on {where}: "
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
-    def close(self) -> None:
+    def close(self, partial: bool = False) -> None:
         pass
 
 
@@ -349,11 +401,13 @@ class Sinks:
         for sink in self.sinks:
             sink.write(result)
 
-    def close(self) -> None:
+    def close(self, partial: bool = False) -> None:
+        """Close every sink (partial: an interrupted or failed run) even when one fails; then raise the first
+        failure."""
         first: BaseException | None = None
         for sink in self.sinks:
             try:
-                sink.close()
+                sink.close(partial)
             except BaseException as e:
                 first = first or e
         if first is not None:
@@ -362,5 +416,5 @@ class Sinks:
     def __enter__(self) -> Sinks:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(partial=exc_type is not None)

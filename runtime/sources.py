@@ -51,6 +51,7 @@ long is the end of the data). `gave_up` is for live sources only: no frames afte
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -80,6 +81,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 DEFAULT_FPS = 30.0
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 JOIN_TIMEOUT_S = 2.0   # a reader blocked inside the driver is left behind (daemon) after this
+EVENT_BACKLOG = 10_000   # unread source events kept (a consumer reads them every frame)
+EVENT_HISTORY = 256      # the latest events kept for `Source.events`
+DEFAULT_WATCHDOG_S = 5.0   # a live source with no frame (nor reconnect attempt) for this long is restarted
 
 
 @dataclass
@@ -152,14 +156,21 @@ class Source:
         self.frame_count: int | None = None   # frames a file or folder declares (None: live or unknown)
         self._records = records
         self._stats = SourceStats()
-        self._events: list[dict] = []
-        self._events_read = 0
+        self._unread: deque[dict] = deque(maxlen=EVENT_BACKLOG)    # not yet taken by new_events()
+        self._history: deque[dict] = deque(maxlen=EVENT_HISTORY)   # the latest events, read or not
+        self._events_lost = 0
         self._lock = threading.Condition()
         self._closed = False
 
     # ---- accounting, always under self._lock
     def _event(self, event: str, detail: str, time_s: float) -> None:
-        self._events.append({"type": "source", "event": event, "detail": detail, "time_s": float(time_s)})
+        """Record an event. Memory stays bounded on a source that runs for weeks: at most EVENT_BACKLOG unread
+        events are kept (older unread ones are counted as lost and said so in the next event read)."""
+        if len(self._unread) == self._unread.maxlen:
+            self._events_lost += 1
+        item = {"type": "source", "event": event, "detail": detail, "time_s": float(time_s)}
+        self._unread.append(item)
+        self._history.append(item)
 
     def _handle(self, rec: _Rec) -> Frame | None:
         """Counts one record; the Frame to deliver, if it is one. Runs under the lock."""
@@ -204,14 +215,19 @@ class Source:
 
     @property
     def events(self) -> list[dict]:
+        """The latest EVENT_HISTORY events (the runtime forwards every one to its sinks as they happen)."""
         with self._lock:
-            return list(self._events)
+            return list(self._history)
 
     def new_events(self) -> list[dict]:
         """Events recorded since the last call (for forwarding to sinks as they happen)."""
         with self._lock:
-            out = self._events[self._events_read:]
-            self._events_read = len(self._events)
+            out = list(self._unread)
+            self._unread.clear()
+            if self._events_lost:
+                out.insert(0, {"type": "source", "event": "events_lost", "time_s": out[0]["time_s"] if out else 0.0,
+                               "detail": f"{self.name}: {self._events_lost} events were not read in time and dropped"})
+                self._events_lost = 0
             return out
 
     @property
@@ -284,22 +300,41 @@ class _PeekedSource(Source):
 
 class LiveSource(Source):
     """A source read by a thread into a queue of `queue_size` frames; when it is full the oldest queued
-    frame is dropped (and counted) so the consumer always gets the newest."""
+    frame is dropped (and counted) so the consumer always gets the newest.
+
+    A read watchdog: when the reader has produced nothing (no frame, no reconnect attempt) for `watchdog_s`
+    seconds while the consumer waits -- a stream that stalls with its socket open, a driver stuck in a read --
+    the source records a `stalled` event and starts a new reader from `restart()` (which reconnects); the stuck
+    reader is left to finish on its own (a daemon thread) and anything it still produces is ignored."""
 
     def __init__(self, name: str, records: Iterator[_Rec], *, stop: threading.Event, fps: float | None,
-                 max_frames: int | None, queue_size: int):
+                 max_frames: int | None, queue_size: int, restart: Callable[[], Iterator[_Rec]] | None = None,
+                 watchdog_s: float | None = None, clock: Callable[[], float] = time.monotonic):
         super().__init__(name, records, live=True, fps=fps, max_frames=max_frames)
         self._stop = stop
         self._queue: deque[Frame] = deque()
         self._queue_size = queue_size
+        self._restart, self._watchdog_s, self._clock = restart, watchdog_s, clock
         self._finished = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"tpo-source {name}", daemon=True)
+        self._generation = 0
+        self._last_record = time.monotonic()
+        self._start_reader(records)
+
+    def _start_reader(self, records: Iterator[_Rec]) -> None:
+        """A reader thread for `records`; an older reader (same source) stops mattering. Under the lock or
+        before the first one runs."""
+        self._generation += 1
+        self._records = records
+        self._finished = False
+        self._last_record = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(self._generation, records), daemon=True,
+                                        name=f"tpo-source {self.name} #{self._generation}")
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, generation: int, records: Iterator[_Rec]) -> None:
         try:
-            for rec in self._records:
+            for rec in records:
                 if rec.kind == "frame":    # convert outside the lock: the consumer is not held up
                     try:
                         rec = replace(rec, image=to_rgb(rec.image, f"frame {rec.index} of {self.name}",
@@ -307,8 +342,9 @@ class LiveSource(Source):
                     except InputError as e:
                         rec = replace(rec, kind="corrupt", image=None, detail=str(e))
                 with self._lock:
-                    if self._stop.is_set():
+                    if self._stop.is_set() or generation != self._generation:
                         break
+                    self._last_record = time.monotonic()
                     frame = self._handle(rec)
                     if frame is not None:
                         if len(self._queue) >= self._queue_size:
@@ -317,17 +353,34 @@ class LiveSource(Source):
                         self._queue.append(frame)
                         self._lock.notify_all()
         except BaseException as e:    # re-raised in the consumer's thread
-            self._error = e
-        finally:
-            self._records.close()     # type: ignore[attr-defined]
             with self._lock:
-                self._finished = True
+                if generation == self._generation:
+                    self._error = e
+        finally:
+            records.close()     # type: ignore[attr-defined]
+            with self._lock:
+                if generation == self._generation:
+                    self._finished = True
                 self._lock.notify_all()
+
+    def _stalled(self) -> None:
+        """The reader has been silent for the watchdog's time: say so and start a new one. Under the lock."""
+        self._event("stalled", f"{self.name}: nothing read for {self._watchdog_s:g} s; reconnecting",
+                    self._clock())
+        self._stats.reconnects += 1
+        self._start_reader(self._restart())
 
     def _next_frame(self) -> Frame | None:
         with self._lock:
             while not self._queue and not self._finished:
-                self._lock.wait()
+                if self._watchdog_s is None or self._restart is None:
+                    self._lock.wait()
+                    continue
+                silent = time.monotonic() - self._last_record
+                if silent < self._watchdog_s:
+                    self._lock.wait(self._watchdog_s - silent)
+                elif not self._stop.is_set():
+                    self._stalled()
             if self._queue:
                 self._stats.delivered += 1
                 return self._queue.popleft()
@@ -390,11 +443,17 @@ def _describe(spec: Any) -> tuple[str, str]:
     raise InputError(f"source of type {type(spec).__name__}: not a file, folder, camera index, URL or iterable")
 
 
-def _default_factory(kind: str, spec: Any) -> Callable[[], Capture]:
+def _default_factory(kind: str, spec: Any, timeout_s: float | None = None) -> Callable[[], Capture]:
     if kind == "camera":
         return lambda: cv2.VideoCapture(int(spec))
     if kind == "gstreamer":
         return lambda: cv2.VideoCapture(str(spec), cv2.CAP_GSTREAMER)
+    if kind == "url" and timeout_s:
+        # FFmpeg's own open and read timeouts, so a read blocked on a stalled socket returns (the source's
+        # watchdog has already started a new reader by then; this lets the old one end and release its socket)
+        ms = int(timeout_s * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        return lambda: cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG, params)
     return lambda: cv2.VideoCapture(str(spec))
 
 
@@ -421,7 +480,7 @@ def _open_capture(kind: str, name: str, spec: Any, factory: Callable[[], Capture
 def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, live: bool | None = None,
                 queue_size: int = 2, reconnect: ReconnectPolicy = ReconnectPolicy(), fps: float | None = None,
                 capture_factory: Callable[[], Capture] | None = None,
-                max_consecutive_failures: int = 10) -> Source:
+                max_consecutive_failures: int = 10, watchdog_s: float | None = DEFAULT_WATCHDOG_S) -> Source:
     """Opens `spec` (see the module docstring) as a `Source`; one-line InputError if it cannot be read.
 
     stride: deliver every stride-th frame (the others count as `skipped`). max_frames: stop after
@@ -430,7 +489,8 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
     of folders and iterators (default 30), and of a video whose container states none.
     capture_factory: builds the OpenCV-like capture instead of cv2.VideoCapture (tests, custom
     drivers); `spec` then only names the source. max_consecutive_failures: unreadable frames in a row
-    after which a file's readable data counts as ended (`ended_early`).
+    after which a file's readable data counts as ended (`ended_early`). watchdog_s: a live capture that
+    reads nothing for this long is restarted (a `stalled` event); None turns the watchdog off.
     """
     if not isinstance(stride, int) or stride < 1:
         raise InputError(f"stride {stride!r}: must be an integer >= 1")
@@ -440,6 +500,8 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
         raise InputError(f"queue_size {queue_size!r}: must be an integer >= 1")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise InputError(f"fps {fps!r}: must be a positive number")
+    if watchdog_s is not None and not (math.isfinite(watchdog_s) and watchdog_s > 0):
+        raise InputError(f"watchdog_s {watchdog_s!r}: must be a positive number of seconds (or None: off)")
 
     if capture_factory is not None:
         kind, name = "capture", str(spec)
@@ -452,10 +514,11 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
     def since_start() -> float:
         return time.monotonic() - start
 
-    def build(records: Iterator[_Rec], source_fps: float | None, peek: bool) -> Source:
+    def build(records: Iterator[_Rec], source_fps: float | None, peek: bool,
+              restart: Callable[[], Iterator[_Rec]] | None = None) -> Source:
         if is_live:
             return LiveSource(name, records, stop=stop, fps=source_fps, max_frames=max_frames,
-                              queue_size=queue_size)
+                              queue_size=queue_size, restart=restart, watchdog_s=watchdog_s, clock=since_start)
         cls = _PeekedSource if peek else Source
         return cls(name, records, live=False, fps=source_fps, max_frames=max_frames)
 
@@ -475,14 +538,20 @@ def open_source(spec: Any, *, stride: int = 1, max_frames: int | None = None, li
         source.frame_count = len(paths)
         return source
 
-    factory = capture_factory or _default_factory(kind, spec)
+    factory = capture_factory or _default_factory(kind, spec, watchdog_s)
     cap = _open_capture(kind, name, spec, factory, custom=capture_factory is not None)
     source_fps = _capture_fps(cap) or fps
     if is_live:
-        records = _live_capture_records(cap, factory, name, stride, reconnect, since_start, stop)
-        return build(records, source_fps, peek=False)
+        counter = itertools.count()
+        records = _live_capture_records(cap, factory, name, stride, reconnect, since_start, stop, counter)
+        return build(records, source_fps, peek=False, restart=lambda: _live_capture_records(
+            None, factory, name, stride, reconnect, since_start, stop, counter))
     records = _file_records(cap, name, stride, source_fps or DEFAULT_FPS, max_consecutive_failures)
     declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-    source = build(records, source_fps, peek=kind in ("file", "capture"))
+    source = build(records, source_fps or DEFAULT_FPS, peek=kind in ("file", "capture"))
     source.frame_count = int(declared) if math.isfinite(declared) and declared > 0 else None
+    if source_fps is None:      # never a silent default: say which rate the times are computed with
+        with source._lock:
+            source._event("fps_unknown", f"{name}: the container states no frame rate; times assume "
+                                         f"{DEFAULT_FPS:g} fps (pass fps= to open_source)", 0.0)
     return source

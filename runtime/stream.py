@@ -26,6 +26,7 @@ Frames are accounted for as frames_in = processed + dropped; a file source drops
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -53,16 +54,31 @@ class Stream:
         self.question = question
         self.options = options or StreamOptions()
         self.timings: Timings = self.session.timings
-        self.processed = 0
+        self.delivered = 0          # frames the source handed to the stream
+        self.processed = 0          # frames the task processed and the stream yielded
+        self.dropped = 0            # frames the stream received but did not process (an aborted run)
         self.task = "none"
+        self.status = ""
         self.summary: dict | None = None
-        self._started = False
+        self._gen: Iterator[FrameResult] | None = None
+        self._wall_start = time.perf_counter()
 
     def __iter__(self) -> Iterator[FrameResult]:
-        if self._started:
+        if self._gen is not None:
             raise InputError("a Stream is single pass: make a new one to stream again")
-        self._started = True
-        return self._run()
+        self._gen = self._run()
+        return self._gen
+
+    def abort(self, reason: str) -> FrameResult:
+        """End the stream early (the caller was interrupted, or a sink or the engine failed): close the source,
+        count the frames received but not processed as dropped, and return the closing result whose summary
+        says `"complete": false` and why. Safe to call at any point, once."""
+        if self._gen is not None:
+            self._gen.close()           # runs the loop's `finally`: the source is closed
+        self.source.close()
+        self.dropped += self.delivered - self.processed - self.dropped
+        self.summary = self._summary(self.status, complete=False, reason=reason)
+        return FrameResult(None, [], self.source.new_events() + [self.summary], self.status, self.timings.frame())
 
     # ------------------------------------------------------------------------------------------ the loop
     def _read(self, frames: Iterator[Frame], captured: dict[int, float]) -> Frame | None:
@@ -71,76 +87,102 @@ class Stream:
         seconds = time.perf_counter() - start
         self.timings.add("capture", seconds)
         if frame is not None:
+            self.delivered += 1
             captured[frame.index] = seconds
         return frame
 
     def _run(self) -> Iterator[FrameResult]:
-        wall_start = time.perf_counter()
-        session, source, timings = self.session, self.source, self.timings
+        self._wall_start = time.perf_counter()
+        session, source = self.session, self.source
         frames = iter(source)
         captured: dict[int, float] = {}
-        n_first = self.options.question_frames or session.pre.mllm.num_frames
-        first: list[Frame] = []
-        while len(first) < n_first and (frame := self._read(frames, captured)) is not None:
-            first.append(frame)
-        pending = source.new_events()
-        status = ""
-        if first:
-            fps = source.fps or _fps_from_times(first)
-            start = time.perf_counter()
-            with timings.timed("answer"):
-                answer = session.ask(self.question, _question_clip(first), fps, run_heads=False)
-                self.task = answer.task
-                task = open_task(TaskContext(session, answer, self.question, first, fps, self.options))
-            status = task.status()
-            pending.insert(0, {"type": "answer", "format": EVENTS_FORMAT, "text": status,
-                               "model_text": answer.text, "task": answer.task, "question": self.question,
-                               "frames": [first[0].index, first[-1].index],
-                               "latency_ms": round((time.perf_counter() - start) * 1000, 2)})
-            timings.frame()             # the answer is not any one frame's cost
-            buffered = iter(first)
-            last: Frame | None = None
-            while True:
-                frame = next(buffered, None) or self._read(frames, captured)
-                if frame is None:
-                    break
-                started = time.perf_counter()
-                step = task.on_frame(frame)
-                self.processed += 1
-                last = frame
-                status = task.status()
-                result = FrameResult(frame, step.objects, pending + step.events + source.new_events(), status,
-                                     timings.frame())
-                pending = []
-                handed = time.perf_counter()
-                yield result
-                consumer = time.perf_counter() - handed
-                timings.add("consumer", consumer)
-                timings.add("frame_total", captured.pop(frame.index, 0.0) + (handed - started) + consumer)
-            closing = task.finish(last)
-            status = task.status()
-        else:
-            closing = []
-        source.close()
-        wall = time.perf_counter() - wall_start
-        self.summary = self._summary(wall, status)
-        yield FrameResult(None, [], pending + closing + source.new_events() + [self.summary], status,
-                          timings.frame())
+        try:
+            n_first = self.options.question_frames or session.pre.mllm.num_frames
+            first: list[Frame] = []
+            while len(first) < n_first and (frame := self._read(frames, captured)) is not None:
+                first.append(frame)
+            pending = source.new_events()
+            closing: list[dict] = []
+            if first:
+                task, answer_event = self._ask(first)
+                pending.insert(0, answer_event)
+                last = None
+                for frame in itertools.chain(first, iter(lambda: self._read(frames, captured), None)):
+                    result = self._process(task, frame, pending, captured)
+                    pending, last = [], frame
+                    handed = time.perf_counter()
+                    yield result
+                    consumer = time.perf_counter() - handed
+                    self.timings.add("consumer", consumer)
+                    self.timings.add("frame_total", captured.pop(frame.index, 0.0) + result.seconds + consumer)
+                closing = task.finish(last)
+                self.status = task.status()
+        finally:
+            source.close()
+        self.summary = self._summary(self.status, complete=True)
+        yield FrameResult(None, [], pending + closing + source.new_events() + [self.summary], self.status,
+                          self.timings.frame())
+
+    def _ask(self, first: list[Frame]):
+        """The question about the first frames: the LLM once, the routed task's stream, the answer event."""
+        fps = self.source.fps or _fps_from_times(first)
+        start = time.perf_counter()
+        with self.timings.timed("answer"):
+            answer = self.session.ask(self.question, _question_clip(first), fps, run_heads=False)
+            self.task = answer.task
+            task = open_task(TaskContext(self.session, answer, self.question, first, fps, self.options))
+        self.status = task.status()
+        self.timings.frame()             # the answer is not any one frame's cost
+        event = {"type": "answer", "format": EVENTS_FORMAT, "text": self.status, "model_text": answer.text,
+                 "task": answer.task, "question": self.question, "frames": [first[0].index, first[-1].index],
+                 "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+        if answer.truncated:
+            event["truncated"] = True    # the answer reached max_new_tokens before its end token
+        return task, event
+
+    def _process(self, task, frame: Frame, pending: list[dict], captured: dict[int, float]) -> FrameResult:
+        started = time.perf_counter()
+        step = task.on_frame(frame)
+        self.processed += 1
+        self.status = task.status()
+        result = FrameResult(frame, step.objects, pending + step.events + self.source.new_events(), self.status,
+                             self.timings.frame())
+        result.seconds = time.perf_counter() - started
+        return result
 
     # ------------------------------------------------------------------------------------------ summary
-    def _summary(self, wall_s: float, answer: str) -> dict:
+    def _summary(self, answer: str, complete: bool, reason: str | None = None) -> dict:
+        """The closing summary. Drops are counted where they happen (the source's, the stream's own) and the
+        identity frames_in = processed + dropped is checked, not derived: a mismatch is reported."""
+        wall_s = time.perf_counter() - self._wall_start
         stats = self.source.stats
         graphs = set(self.session.runners)
         graph_s = sum(self.timings.total_s(g) for g in graphs)
         latency = {k: {q: v[q] for q in ("p50", "p95", "p99", "mean", "max", "count")}
                    for k, v in self.timings.summary_ms().items()}
-        return {"type": "summary", "format": EVENTS_FORMAT, "complete": True, "task": self.task, "answer": answer,
-                "frames_in": stats.frames_in, "processed": self.processed, "dropped": stats.dropped,
-                "source_dropped": stats.dropped, "corrupt": stats.corrupt, "skipped_by_stride": stats.skipped,
-                "reconnects": stats.reconnects, "backend": self.session.backend.description,
-                "precision": self.session.manifest.precision, "frame_path": self.session.frame_path.describe(),
-                "graph_seconds": round(graph_s, 4), "latency_ms": latency,
-                "wall_s": round(wall_s, 3), "fps": round(self.processed / wall_s, 2) if wall_s > 0 else None}
+        dropped = stats.dropped + self.dropped
+        summary = {"type": "summary", "format": EVENTS_FORMAT, "complete": complete, "task": self.task,
+                   "answer": answer, "frames_in": stats.frames_in, "processed": self.processed, "dropped": dropped,
+                   "source_dropped": stats.dropped, "stream_dropped": self.dropped, "corrupt": stats.corrupt,
+                   "skipped_by_stride": stats.skipped, "reconnects": stats.reconnects,
+                   "backend": self.session.backend.description, "precision": _ran_precision(self.session),
+                   "artifacts_precision": self.session.manifest.precision.value,
+                   "frame_path": self.session.frame_path.describe(), "graph_seconds": round(graph_s, 4),
+                   "latency_ms": latency}
+        if reason is not None:
+            summary["reason"] = reason
+        unaccounted = stats.frames_in - self.processed - dropped
+        if unaccounted:
+            summary["accounting_error"] = unaccounted     # a bug: every frame must be processed or dropped
+        summary["wall_s"] = round(wall_s, 3)
+        summary["fps"] = round(self.processed / wall_s, 2) if wall_s > 0 else None
+        return summary
+
+
+def _ran_precision(session: Session) -> str:
+    """What ran: the backend's own precision where it has one (the torch backend runs its own, not the
+    artifacts'), else the artifacts'."""
+    return str(getattr(session.backend, "precision", None) or session.manifest.precision.value)
 
 
 def _question_clip(first: list[Frame]) -> np.ndarray:

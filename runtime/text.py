@@ -3,17 +3,22 @@ transformers). The export saves the LLM's tokenizer as `tokenizer/tokenizer.json
 transformers runs, so the ids equal the PyTorch side's (pinned by tests/runtime/test_session.py,
 `test_the_runtime_tokenizer_equals_the_model_side`).
 
-The prompt reproduces `tpo.model.prompt.build_prompt`: the release's template with one BOS per text chunk.
+The prompt reproduces `tpo.model.prompt.build_prompt`: the release's template with one BOS per text chunk, its
+chunks (and the frame-time sentence of a "timestamp" question) from `tpo.contract.prompt`. The tokenizer.json
+must be the one the export writes since issue 14 (SentencePiece's normalisation, no pre-tokenizer): the older
+one dropped the lone '▁' piece that starts the " [INST] ..." chunk in the release.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tpo.contract import Tokens
+from tpo.contract.prompt import VISUAL, prompt_chunks
 from tpo.contract.tasks import TASK_TOKENS
 from tpo.errors import CheckpointError, InputError
 
@@ -34,6 +39,10 @@ class TextCodec:
         if not tokenizer_json.is_file():
             raise CheckpointError(f"{tokenizer_json}: missing tokenizer file")
         self.tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        if self.tokenizer.pre_tokenizer is not None:
+            raise CheckpointError(
+                f"{tokenizer_json}: a pre-tokenizer drops the '▁' piece that starts a chunk beginning with a space, "
+                "so prompts differ from the release's (an export before issue 14); export again")
         self.bos, self.eos = tokens.bos, tokens.eos
         self.video_placeholder = tokens.video_placeholder
         self.track_box = tokens.track_box
@@ -44,15 +53,15 @@ class TextCodec:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def prompt(self, question: str, media: str = "video") -> PromptIds:
-        """The release's template: [INST] <Video>{visual slots}</Video>[/INST] [INST] {question} [/INST]."""
-        if not isinstance(question, str) or not question.strip():
-            raise InputError("question: empty; ask something, e.g. 'track the red circle'")
-        tag = "Video" if media == "video" else "Image"
+    def prompt(self, question: str, media: str = "video", frame_indices: Sequence[int] | None = None,
+               fps: float | None = None) -> PromptIds:
+        """The release's template: [INST] <Video>{visual slots}</Video>{msg}[/INST] [INST] {question} [/INST],
+        one BOS per text chunk; msg is the frame-time sentence of a video question containing "timestamp"
+        (frame_indices: the frames the visual tokens are made of, fps: the video's rate)."""
         ids: list[int] = []
         visual: list[bool] = []
-        for chunk in (f"[INST] <{tag}>", None, f"</{tag}>[/INST]", f" [INST] {question.strip()} [/INST] "):
-            if chunk is None:
+        for chunk in prompt_chunks(question, media, frame_indices, fps):
+            if chunk is VISUAL:
                 ids += [self.video_placeholder] * self.num_visual_tokens
                 visual += [True] * self.num_visual_tokens
                 continue
@@ -72,6 +81,10 @@ class TextCodec:
         if not ids:
             raise InputError("question: no tokens to ground in time")
         return ids
+
+    def question_truncated(self, question: str, limit: int) -> bool:
+        """Whether `question_ids` cut the question (more than `limit` tokens)."""
+        return len(self.encode(question)) > limit
 
     def answer(self, token_ids: list[int]) -> tuple[str, str]:
         """(text without task tokens, raw text) as `tpo.model.generate` makes them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,14 @@ def reference_dir() -> Path:
 
 
 def _export(tmp_path_factory, precision: str) -> Path:
-    """Export the embedded tiny checkpoint once per test session (about a minute per precision here)."""
+    """Export the embedded tiny checkpoint once per test session (about a minute per precision here).
+    A developer iterating on the runtime may point TPO_TEST_ARTIFACTS at a folder holding `fp32/` and `fp16/`
+    exports of the current checkpoint to skip this (CI never sets it)."""
     from tpo.export.exporter import ExportOptions, export_artifacts
+
+    given = os.environ.get("TPO_TEST_ARTIFACTS")
+    if given:
+        return Path(given) / precision
 
     out = tmp_path_factory.mktemp("artifacts") / precision
     export_artifacts(ExportOptions(out=out, precision=precision, progress=False))

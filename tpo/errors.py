@@ -19,3 +19,35 @@ class CheckpointError(TPOError):
 
 class InputError(TPOError):
     """A video, frame, question or box given by the user cannot be used."""
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system error a user's environment causes: the path and why, in words."""
+    import errno
+
+    why = {errno.ENOSPC: "the disk is full", errno.EROFS: "the file system is read-only",
+           errno.EACCES: "permission denied", errno.EPERM: "not permitted",
+           errno.ENOTDIR: "a part of the path is a file, not a folder", errno.ENOENT: "no such file or folder",
+           errno.EEXIST: "it already exists", errno.EISDIR: "it is a folder",
+           errno.EDQUOT: "the disk quota is exceeded"}.get(e.errno, e.strerror or type(e).__name__)
+    where = e.filename if e.filename is not None else "(no path)"
+    return f"{where}: {why}"
+
+
+def one_line_errors(prog: str):
+    """Decorate a command's `main`: an OSError (a full or read-only disk, a path under a file, a permission)
+    becomes one line `prog: <path>: <why>` on stderr and exit 2 instead of a traceback; anything else keeps its
+    traceback (a bug)."""
+    import functools
+    import sys
+
+    def wrap(main):
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except OSError as e:
+                print(f"{prog}: {os_error_line(e)}", file=sys.stderr)
+                return 2
+        return run
+    return wrap

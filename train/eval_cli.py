@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tpo.data.files import load_dataset, read_meta
 from tpo.data.synthetic import TASKS
-from tpo.errors import CheckpointError, ConfigError, InputError, TPOError
+from tpo.errors import CheckpointError, ConfigError, InputError, TPOError, one_line_errors
 from tpo.model.presets import check_config, preset_names
 
 FRAMES_DEFAULT = inspect.signature(load_dataset).parameters["frames"].default   # the library's default
@@ -90,6 +90,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--out {args.out}: is a folder; give a file for the JSON lines")
 
 
+@one_line_errors("tpo-eval")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -42,7 +42,8 @@ def _query_sample(clip: Clip, q: Query, video, cfg: TPOConfig, tokenizer, ids: T
     query, whose placeholder is never decoded (the task embedding is fed there), else the answer text."""
     task = TASKS.get(q.route)
     media = task.media if task is not None else "video"
-    prompt = build_prompt(tokenizer, q.question, cfg.num_visual_tokens, media=media)
+    prompt = build_prompt(tokenizer, q.question, cfg.num_visual_tokens, media=media,
+                          frame_indices=middle_frame_indices(cfg.vision.num_frames, clip.num_frames), fps=clip.fps)
     if task is not None:
         answer = [ids.by_token[task.trigger], ids.by_token[task.placeholder]]
     else:

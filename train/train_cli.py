@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tpo.errors import ConfigError, InputError, TPOError
+from tpo.errors import ConfigError, InputError, TPOError, one_line_errors
 from tpo.model.presets import check_config, preset_names
 
 from .recipe_config import HEADS, STAGES, RecipeConfig
@@ -99,6 +99,7 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
     )
 
 
+@one_line_errors("tpo-train")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -6,11 +6,17 @@ After each clip the temporal head runs over a sliding window of the most recent 
 - `open` when the best window reaches the present with score >= `open_score`;
 - `close` when it no longer does, with the window [start, end, score] (score: the best window's score at
   the last evaluation that kept it open, never null). A window never reopens before the last one closed.
-When the source ends, a window still open closes at the last frame, and the offline answer runs over all
-clips: windows best first, duplicates removed, with a `text` line ("from 3.0 s to 7.5 s").
+When the source ends, a window still open closes at the last frame, and the offline answer runs over the clips
+kept: windows best first, duplicates removed, with a `text` line ("from 3.0 s to 7.5 s"). Memory is bounded on
+an endless stream: at most the manifest's `clips` maximum of per-clip features is kept (the temporal head's
+profile takes no more), so the offline answer covers the longest span the head allows, the latest one; its
+`span_s` says which (and `clips_dropped` how many earlier clips fell out). A question longer than the head's
+text limit is cut and says so (`question_truncated`).
 """
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 
@@ -41,6 +47,7 @@ def windows_from_features(session, prompt_token: np.ndarray, feats: np.ndarray, 
     tp = session.pre.temporal
     video = np.concatenate([feats, preprocess.tef(len(feats))], axis=1)[None].astype(np.float32)
     text = session.embed_tokens(session.text.question_ids(question, tp.max_text_tokens))[None]
+    truncated = session.text.question_truncated(question, tp.max_text_tokens)
     out = session.run(G.TEMPORAL_HEAD, text_feats=text, text_mask=np.ones(text.shape[:2], bool), video_feats=video,
                       video_mask=np.ones(video.shape[:2], bool), prompt_token=prompt_token.astype(np.float32))
     with session.timings.timed("postprocess"):
@@ -48,7 +55,10 @@ def windows_from_features(session, prompt_token: np.ndarray, feats: np.ndarray, 
         windows = postprocess.unique_windows(
             postprocess.decode_windows(out.pred_logits[0], out.pred_spans[0], duration_s, tp.clip_s))
         saliency = postprocess.decode_saliency(out.saliency[0], np.ones(video.shape[1], bool))
-    return {"windows": windows, "windows_raw": raw, "saliency": saliency, "clip_len_s": tp.clip_s}
+    result = {"windows": windows, "windows_raw": raw, "saliency": saliency, "clip_len_s": tp.clip_s}
+    if truncated:
+        result["question_truncated"] = True
+    return result
 
 
 class TemporalStream:
@@ -68,7 +78,8 @@ class TemporalStream:
         self.clip_s, self.per_clip = float(tp.clip_s), int(tp.frames_per_clip)
         self.prompt_token = ctx.session.head_prompt(TEMPORAL.name, ctx.answer.prompts[TEMPORAL.name])
         self.label = target_phrase(ctx.question)
-        self.feats: list[np.ndarray] = []
+        self.feats: deque[np.ndarray] = deque(maxlen=ctx.session.dims["clips"].max)
+        self.n_clips = 0                      # clips seen, including those that fell out of `feats`
         self.chosen: list[Frame] = []        # the frames of the clip being filled
         self.open: list[float] | None = None  # [start_s, score at the last evaluation] of the open window
         self.closed_until = 0.0               # a new window starts no earlier than the last one ended
@@ -82,19 +93,20 @@ class TemporalStream:
 
     def _add_clip(self) -> None:
         self.feats.append(clip_features(self.session, np.stack([f.rgb for f in self.chosen])[None])[0])
+        self.n_clips += 1
         self.chosen = []
 
     def on_frame(self, frame: Frame) -> TaskStep:
         self.count += 1
         self.last = frame
-        clip = len(self.feats)
+        clip = self.n_clips
         while len(self.chosen) < self.per_clip and frame.index >= self._wanted_index(clip, len(self.chosen)):
             self.chosen.append(frame)
         if len(self.chosen) < self.per_clip:
             return TaskStep()
         self._add_clip()
-        window = np.stack(self.feats[-self.window_clips:])
-        offset = (len(self.feats) - len(window)) * self.clip_s
+        window = np.stack(list(self.feats)[-self.window_clips:])
+        offset = (self.n_clips - len(window)) * self.clip_s
         start, end, score = windows_from_features(self.session, self.prompt_token, window, self.question,
                                                   len(window) * self.clip_s)["windows"][0]
         reaches_now = end >= len(window) * self.clip_s - self.clip_s - 1e-6
@@ -129,18 +141,29 @@ class TemporalStream:
         events = []
         # clips whose sample times fall past the last frame: the offline sampler clamps them to the last frame
         n_clips = max(1, int(np.ceil(self.count / self.fps / self.clip_s - 1e-6))) if self.count else 0
-        while len(self.feats) < n_clips and self.last is not None:
+        while self.n_clips < n_clips and self.last is not None:
             self.chosen += [self.last] * (self.per_clip - len(self.chosen))
             self._add_clip()
         if self.open is not None and self.last is not None:
             events.append(self._close(self.last.time_s))
         if self.feats:
-            duration = min(len(self.feats) * self.clip_s, self.count / self.fps)
-            result = windows_from_features(self.session, self.prompt_token, np.stack(self.feats), self.question,
-                                           duration)
-            windows = result["windows"]
-            self.text = (f"{self.label}: from {seconds_text(windows[0][0])} to {seconds_text(windows[0][1])}"
-                         if windows else f"{self.label}: no moment found")
-            events.append({"type": "temporal", "text": self.text, "windows": windows,
-                           "saliency": result["saliency"], "clip_len_s": self.clip_s})
+            events.append(self._offline_answer())
         return events
+
+    def _offline_answer(self) -> dict:
+        """The head over the clips kept (the latest span it allows), windows in the stream's seconds."""
+        dropped = self.n_clips - len(self.feats)
+        begin = dropped * self.clip_s
+        duration = min(len(self.feats) * self.clip_s, self.count / self.fps - begin)
+        result = windows_from_features(self.session, self.prompt_token, np.stack(self.feats), self.question,
+                                       duration)
+        windows = [[round(a + begin, 4), round(b + begin, 4), score] for a, b, score in result["windows"]]
+        self.text = (f"{self.label}: from {seconds_text(windows[0][0])} to {seconds_text(windows[0][1])}"
+                     if windows else f"{self.label}: no moment found")
+        event = {"type": "temporal", "text": self.text, "windows": windows, "saliency": result["saliency"],
+                 "clip_len_s": self.clip_s, "span_s": [round(begin, 3), round(begin + duration, 3)]}
+        if dropped:
+            event["clips_dropped"] = dropped
+        if result.get("question_truncated"):
+            event["question_truncated"] = True
+        return event

@@ -20,17 +20,20 @@ PRE = Preprocess.from_json({"mllm": {"image_size": 112, "num_frames": 3, **IMAGE
                             "temporal": {"features": "internal", "clip_s": 2.0, "frames_per_clip": 1,
                                          "max_text_tokens": 16}}, "test")
 # fixed per-call seconds per part, so the section's arithmetic is checked exactly
-SECONDS = {"mask_frame": 0.004, "mllm_frame": 0.003, "mllm_clip": 0.009, "track_step": 0.040, "postprocess": 0.002}
+SECONDS = {"capture": 0.002, "mask_frame": 0.004, "mllm_frame": 0.003, "mllm_clip": 0.009, "track_step": 0.040, "postprocess": 0.002}
 
 
 def test_row_shares_and_goal():
-    p50 = {"mask_frame": 4.0, "mllm_frame": 3.0, "mllm_clip": 9.0, "track_step": 40.0, "postprocess": 2.0}
+    p50 = {"capture": 2.0, "mask_frame": 4.0, "mllm_frame": 3.0, "mllm_clip": 9.0, "track_step": 40.0,
+           "postprocess": 2.0}
     r = row("1280x720", p50)
-    assert r["tracking_frame_ms"] == pytest.approx(46.0)
-    assert r["mask_share"] == pytest.approx(4 / 46, abs=1e-4) and r["mllm_share"] == pytest.approx(3 / 46, abs=1e-4)
+    assert r["tracking_frame_ms"] == pytest.approx(48.0)
+    assert r["mask_share"] == pytest.approx(4 / 48, abs=1e-4) and r["mllm_share"] == pytest.approx(3 / 48, abs=1e-4)
+    assert r["mask_share_decoded"] == pytest.approx(4 / 46, abs=1e-4)
     assert r["met"] is True
-    assert row("1920x1080", {**p50, "mllm_frame": 10.0})["met"] is False      # 10 / 46 > 10%
-    assert row("1920x1080", {**p50, "mask_frame": 6.0})["met"] is False       # 6 / 48 > 10%
+    assert row("1920x1080", {**p50, "mllm_frame": 10.0})["met"] is False      # 10 / 48 > 10%
+    assert row("1920x1080", {**p50, "mask_frame": 5.0, "capture": 10.0})["met"] is True   # 5 / 57 <= 10%
+    assert row("1920x1080", {**p50, "mask_frame": 5.0, "capture": 0.0})["met"] is False   # 5 / 47 > 10%
     assert row("320x240", {**p50, "mask_frame": 30.0})["met"] is None          # not a goal size
     assert set(GOAL_SIZES) == {"1280x720", "1920x1080"} and size_name(*SIZES[0]) == "320x240"
 
@@ -55,13 +58,15 @@ def test_measure_times_every_part_on_the_frame_path():
     section, outputs = fake_section()
     assert [r["size"] for r in section["rows"]] == ["32x24", "97x61"]
     out = outputs["preprocess[97x61]"]
+    assert out["capture"].shape == (61, 97, 3) and out["capture"].dtype == np.uint8
     assert out["mask_frame"].shape == (1, 3, 256, 256)
     assert out["mllm_frame"].shape == (1, 3, 1, 112, 112) and out["mllm_clip"].shape == (1, 3, 3, 112, 112)
     mask, _ = out["postprocess"]
     assert mask.shape == (61, 97)
     r = section["rows"][1]
     assert r["mask_frame_ms"] == pytest.approx(4.0) and r["track_step_ms"] == pytest.approx(40.0)
-    assert r["tracking_frame_ms"] == pytest.approx(46.0) and r["met"] is None
+    assert r["capture_ms"] == pytest.approx(2.0)
+    assert r["tracking_frame_ms"] == pytest.approx(48.0) and r["met"] is None
     assert section["variant"] == "fake-fp32" and section["frame_path"].startswith("frame path: cpu")
     assert (section["mask_size"], section["mllm_size"], section["clip_frames"]) == (256, 112, 3)
     assert section["parts_ms"]["32x24"]["mllm_clip"]["p50"] == pytest.approx(9.0)
@@ -69,12 +74,13 @@ def test_measure_times_every_part_on_the_frame_path():
 
 def test_report_json_and_markdown(tmp_path):
     section, _ = fake_section()
-    section["rows"].append(row("1920x1080", {"mask_frame": 4.0, "mllm_frame": 6.0, "mllm_clip": 50.0,
+    section["rows"].append(row("1920x1080", {"capture": 0.0, "mask_frame": 4.0, "mllm_frame": 6.0, "mllm_clip": 50.0,
                                              "track_step": 40.0, "postprocess": 3.0}))
     lines = markdown(section)
     assert lines[0] == "## Preprocessing at camera sizes (fake-fp32, frame path: cpu (test))"
-    assert "| 97x61 | 4.00 | 3.00 | 9.00 | 40.00 | 2.00 | 46.00 | 8.7% | 6.5% | - |" in lines
-    assert "| 1920x1080 | 4.00 | 6.00 | 50.00 | 40.00 | 3.00 | 47.00 | 8.5% | 12.8% | NOT met |" in lines
+    assert "| 97x61 | 2.00 | 4.00 | 3.00 | 9.00 | 40.00 | 2.00 | 48.00 | 8.3% (8.7%) | 6.2% (6.5%) | - |" in lines
+    assert ("| 1920x1080 | 0.00 | 4.00 | 6.00 | 50.00 | 40.00 | 3.00 | 47.00 | 8.5% (8.5%) | 12.8% (12.8%) | NOT met |"
+            in lines)
     assert markdown({}) == []
     written = write_report({"meta": {"machine": {}}, "preprocess_sizes": section}, tmp_path / "out")
     assert json.loads(written["json"].read_text())["preprocess_sizes"]["rows"][2]["met"] is False

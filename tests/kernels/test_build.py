@@ -61,6 +61,13 @@ class TestNvrtcBuild:
         with pytest.raises(KernelBuildError, match="cannot compile for sm_30"):
             nvrtc.compile_cubin(SPAN_DECODE, "sm_30")
 
+    def test_a_bad_architecture_in_the_list_builds_nothing(self, tmp_path, capsys):
+        """All or nothing: sm_87 would compile, sm_10 cannot; no sm_87 file is left behind."""
+        assert main(["build", "--arch", "sm_87,sm_10", "--out", str(tmp_path)]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "sm_10" in err[0] and "nothing was built" in err[0]
+        assert list(tmp_path.iterdir()) == []
+
     @pytest.mark.parametrize("text", ["sm87", "compute_90", "", "sm_9"])
     def test_bad_arch_text(self, text):
         with pytest.raises(KernelBuildError):

@@ -140,3 +140,85 @@ def test_no_trigger_means_text_only_and_track_box_embeds_the_users_box(tiny):
     assert not torch.allclose(a.prompts["track"], b.prompts["track"])
     with pytest.raises(ValueError, match="1 <track_box> token"):
         generate(model, tok, video, q)
+
+
+class RecordSteps:
+    """Wraps `model.llm_step`: per call the cache length before and after, the logits and hidden states."""
+
+    def __init__(self, model):
+        self.model, self.step, self.calls = model, model.llm_step, []
+
+    def __call__(self, embeds, past=None):
+        before = 0 if past is None else past.get_seq_length()
+        logits, hidden, cache = self.step(embeds, past)
+        self.calls.append((before, cache.get_seq_length(), logits[0, -1].clone(), hidden[0, -1].clone()))
+        return logits, hidden, cache
+
+    def __enter__(self):
+        self.model.llm_step = self
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.llm_step
+
+
+@torch.no_grad()
+def test_release_trigger_order_discards_the_task_step_and_feeds_the_trigger_in_its_place(tiny):
+    """The release's rule: the task embedding goes where the trigger would go (the head's state), that step's
+    cache is dropped, the trigger is fed at the same position, and decoding goes on as if no task step was made."""
+    model, tok = tiny
+    cfg = model.cfg
+    ids = task_token_ids(tok)
+    video = demo_video(num_frames=12)
+    question = "when does the red circle appear?"
+    text = tok("it is", add_special_tokens=False).input_ids
+    with RecordSteps(model) as steps, ForceTokens(model, text + [ids.time_begin]):
+        res = generate(model, tok, video, question, max_new_tokens=len(text) + 3, trigger_order="release")
+    assert res.token_ids[: len(text) + 1] == text + [ids.time_begin] and res.task == "temporal"
+
+    # the sequences by hand: prompt + text + task embedding, and prompt + text + trigger
+    idx = middle_frame_indices(cfg.vision.num_frames, video.frames.shape[0])
+    prompt = build_prompt(tok, question, cfg.num_visual_tokens, frame_indices=idx, fps=video.fps)
+    visual = model.encode_visual(mllm_pixels(video.frames[idx], cfg.vision.image_size, cfg.pixel_mean, cfg.pixel_std))
+    base = torch.cat([model.embed_prompt(prompt, visual, placeholder_ids={}),
+                      model.token_embeddings(torch.tensor([text]))], dim=1)
+    n = base.shape[1]                                           # the trigger's position
+    with_task = torch.cat([base, model.task_embedding("temporal").to(model.dtype)], dim=1)
+    want_h = model.lm(inputs_embeds=with_task, output_hidden_states=True, use_cache=False).hidden_states[-1][0, -1]
+    with_trigger = torch.cat([base, model.token_embeddings(torch.tensor([[ids.time_begin]]))], dim=1)
+    want_logits = model.lm(inputs_embeds=with_trigger, use_cache=False).logits[0, -1]
+
+    # calls: prefill, one per text token, the task step, the trigger step, then plain decoding
+    task_call, trigger_call = steps.calls[len(text) + 1], steps.calls[len(text) + 2]
+    assert task_call[0] == n and trigger_call[0] == n and trigger_call[1] == n + 1   # same position, one entry
+    torch.testing.assert_close(res.prompts["temporal"], want_h, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(trigger_call[2], want_logits, rtol=1e-4, atol=1e-4)
+    assert res.token_ids[len(text) + 1] == int(want_logits.argmax())
+    if len(steps.calls) > len(text) + 3:                        # decoding went on from n + 1
+        assert steps.calls[len(text) + 3][0] == n + 1
+
+
+@torch.no_grad()
+def test_a_timestamp_question_gets_the_frame_time_sentence(tiny, monkeypatch):
+    import tpo.model.generate as gen
+
+    model, tok = tiny
+    built = []
+
+    def record(*args, **kwargs):
+        built.append(build_prompt(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(gen, "build_prompt", record)
+    video = demo_video(num_frames=12)
+    ids = task_token_ids(tok)
+    for question in ("at which timestamp does the red circle appear?", "when does the red circle appear?"):
+        with ForceTokens(model, [ids.eos]):
+            generate(model, tok, video, question)
+    idx = middle_frame_indices(model.cfg.vision.num_frames, 12)
+    want = build_prompt(tok, "at which timestamp does the red circle appear?", model.cfg.num_visual_tokens,
+                        frame_indices=idx, fps=video.fps)
+    assert built[0].input_ids.tolist() == want.input_ids.tolist()
+    times = ", ".join(str(round(i / video.fps, 1)) for i in np.array(idx))      # the release's formula
+    assert f"The video contains {len(idx)} frames sampled at {times} seconds.[/INST]" in tok.decode(built[0].input_ids)
+    assert "The video contains" not in tok.decode(built[1].input_ids)

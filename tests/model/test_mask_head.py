@@ -129,11 +129,72 @@ def test_from_release_refuses_unknown_names():
         to_release({"memory_attention.layers.0.bogus.weight": torch.zeros(1)})
 
 
-def test_config_refuses_what_transformers_cannot_build():
-    with pytest.raises(ConfigError, match="memory_dim=32"):
-        MaskHeadConfig(memory_dim=32)
+def test_config_refuses_what_sam2_cannot_build():
+    with pytest.raises(ConfigError, match="memory_dim=48"):      # a pointer splits into hidden/memory_dim tokens
+        MaskHeadConfig(memory_dim=48)
     with pytest.raises(ConfigError, match="hiera_window_size_per_stage"):
         MaskHeadConfig(image_size=256, hiera_window_size_per_stage=(12, 4, 16, 8))
+    with pytest.raises(ConfigError, match="iou_head_hidden_dim=0"):
+        MaskHeadConfig(iou_head_hidden_dim=0)
+
+
+def test_sam2_of_width_64_with_memory_width_32_builds_loads_and_tracks():
+    """SAM2's own options: the memory cross-attention's keys and values are memory_dim wide (its kv_in_dim), the
+    IoU head is 256 wide whatever the width; a head saved in the release layout loads back exactly."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, hidden_size=64, memory_dim=32, mask_decoder_mlp_dim=96)
+    assert cfg.iou_head_hidden_dim == 256
+    head = MaskHead(cfg).eval()
+    release = to_release(head.state_dict())
+    for layer in range(cfg.memory_attention_layers):
+        assert release[f"memory_attention.layers.{layer}.cross_attn_image.k_proj.weight"].shape == (64, 32)
+        assert release[f"memory_attention.layers.{layer}.cross_attn_image.v_proj.weight"].shape == (64, 32)
+        assert release[f"memory_attention.layers.{layer}.self_attn.k_proj.weight"].shape == (64, 64)
+    assert release["sam_mask_decoder.iou_prediction_head.layers.0.weight"].shape == (256, 64)
+    assert release["sam_mask_decoder.iou_prediction_head.layers.2.weight"].shape == (4, 256)
+    assert release["memory_encoder.out_proj.weight"].shape == (32, 64, 1, 1)
+    assert release["maskmem_tpos_enc"].shape == (cfg.num_maskmem, 1, 1, 32)
+    # the rebuilt cross-attention is initialised as transformers initialises its own (weights ~N(0, 0.02))
+    k_proj = head.memory_attention.layers[0].cross_attn_image.k_proj
+    assert not k_proj.bias.any() and 0.01 < float(k_proj.weight.detach().std()) < 0.03
+    fresh = MaskHead(cfg).eval()
+    fresh.load_state_dict(from_release(release), strict=True)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, head.state_dict()[k]), k
+    with torch.device("meta"):
+        on_meta = MaskHead(cfg)
+    assert {k: v.shape for k, v in on_meta.state_dict().items()} == {k: v.shape for k, v in head.state_dict().items()}
+
+    # every piece runs; pointers become 64 / 32 = 2 memory tokens each; attention equals transformers' module
+    b, k, p, g = 2, 3, 4, S // 16
+    with torch.no_grad():
+        f = fresh.encode_image(torch.randn(b, 3, S, S))
+        out = fresh.decode(fresh.add_no_memory(f.image), f.high_res_s4, f.high_res_s8,
+                           fresh.prompt_embedding(torch.tensor([[0.1, 0.2, 0.5, 0.6]] * b)), False)
+        assert out.object_pointer.shape == (b, 64)
+        mem = fresh.encode_memory(f.image, out.mask_logits, is_conditioning_frame=True)
+        assert mem.memory.shape == (b, 32, g, g)
+        memory, memory_pos = torch.randn(b, k, 32, g, g), torch.randn(b, k, 32, g, g)
+        pointers, time = torch.randn(b, p, 64), torch.tensor([[3, 0, 1], [3, 1, 0]])
+        ones_k, ones_p = torch.ones(b, k, dtype=torch.bool), torch.ones(b, p, dtype=torch.bool)
+        got = fresh.attend_memory(f.image, f.image_pos, memory, memory_pos, time, ones_k, pointers, ones_p)
+        tpos = fresh.memory_temporal_positional_encoding[:, 0, 0]
+        for i in range(b):
+            ptrs = pointers[i].reshape(-1, 32)
+            keys = torch.cat([memory[i, s].flatten(1).T for s in range(k)] + [ptrs])[:, None]
+            key_pos = torch.cat([memory_pos[i, s].flatten(1).T + tpos[time[i, s]] for s in range(k)]
+                                + [torch.zeros_like(ptrs)])[:, None]
+            want = fresh.memory_attention(
+                current_vision_features=f.image[i : i + 1].flatten(2).permute(2, 0, 1),
+                memory=keys,
+                current_vision_position_embeddings=f.image_pos[i : i + 1].flatten(2).permute(2, 0, 1),
+                memory_posision_embeddings=key_pos,
+                num_object_pointer_tokens=ptrs.shape[0],
+            )
+            assert_close(got[i : i + 1], want.reshape(1, g * g, 64).transpose(1, 2).reshape(1, 64, g, g))
+        frames = torch.randn(5, 3, S, S)
+        steps = list(track(fresh, frames, fresh.prompt_embedding(torch.tensor([[0.2, 0.2, 0.6, 0.6]]))))
+        assert len(steps) == 5
 
 
 # ------------------------------------------------------------------------------------- pieces

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tpo.contract.tasks import TASK_TOKENS
-from tpo.errors import InputError
+from tpo.errors import CheckpointError, InputError
 from tpo.model.prompt import build_prompt
 from tpo.model.tokenizer import build_tiny_tokenizer, load_tokenizer, task_token_ids
 
@@ -74,3 +74,22 @@ def test_tiny_tokenizer_round_trips_answers(tiny):
     for s in ("The red square is here.", "There are three shapes.", "It is yellow.", "2.5 to 7.0 seconds"):
         assert tiny.decode(tiny(s, add_special_tokens=False).input_ids) == s
     assert isinstance(torch.tensor(tiny("x").input_ids), torch.Tensor)
+
+
+def test_a_sentencepiece_model_whose_normalisation_cannot_be_reproduced_is_refused(tmp_path):
+    """E.g. the tiny model as first trained (whitespace clean-up on): refused, not tokenised differently."""
+    import shutil
+
+    from sentencepiece import sentencepiece_model_pb2
+
+    folder = tmp_path / "tok"
+    shutil.copytree(Path(load_tokenizer("tiny").vocab_file).parent, folder)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString((folder / "tokenizer.model").read_bytes())
+    proto.normalizer_spec.remove_extra_whitespaces = True
+    (folder / "tokenizer.model").write_bytes(proto.SerializeToString())
+    with pytest.raises(CheckpointError, match="remove_extra_whitespaces"):
+        load_tokenizer(folder)
+    (folder / "tokenizer.model").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="not a SentencePiece model"):
+        load_tokenizer(folder)

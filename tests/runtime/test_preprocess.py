@@ -1,15 +1,18 @@
-"""runtime.preprocess (banded resampling, numpy) against the model side (tpo.model.preprocess, torch's
-antialiased bicubic) and the float64 reference of the taps (tpo.kernels.reference), over camera, small, odd and
-upscaling sizes, every layout of the plan.
+"""runtime.preprocess and runtime.resample (banded resampling: numpy BLAS products, cv2.transpose) against the
+model side (tpo.model.preprocess, torch's antialiased bicubic) and the float64 reference of the taps
+(tpo.kernels.reference), over camera, small, odd and upscaling sizes, every layout of the plan; the strips
+plan's structure (coverage, windows, cache-sized buffers, one-thread BLAS products) and its per-thread buffers.
 
 Bounds (docs/runtime.md, "Preprocessing at camera sizes"): the mask input within MASK_VS_TORCH of torch's in
-normalised units (measured <= 3.5e-6; the old dense path <= 2.9e-6; both are float32 rounding: torch's own
-distance to float64 is up to 2.4e-6); the vision encoder input's uint8 levels equal torch's except where the
-resize lands on a rounding tie (x.5 within float32 error), there one level apart (measured up to 40 of 112896
-values, 3.5e-4, on random frames; the dense path up to 71).
+normalised units (measured <= 3.5e-6 over SIZES, as the previous banded path; the old dense path <= 2.9e-6;
+all float32 rounding: torch's own distance to float64 is up to 2.4e-6); the vision encoder input's uint8
+levels equal torch's except where the resize lands on a rounding tie (x.5 within float32 error), there one
+level apart (measured up to 40 of 112896 values, 3.5e-4, on random frames, 12 at 1920x1080; the dense path 71).
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ import torch
 
 from tpo.kernels import reference as ref
 from tpo.model import preprocess as model_pre
-from tpo.runtime import preprocess
+from tpo.runtime import preprocess, resample
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 MASK, MLLM = 256, 112                       # tiny's sizes (model/configs/tiny.json)
@@ -82,29 +85,108 @@ def test_mllm_pixels_match_the_model_side(width, height):
 
 @pytest.mark.parametrize("layout", preprocess.LAYOUTS)
 @pytest.mark.parametrize("frames, width, height, size", [(1, 320, 240, 112), (2, 97, 61, 256), (3, 33, 45, 20),
-                                                         (1, 1280, 720, 256), (1, 9, 17, 40)])
+                                                         (1, 1280, 720, 256), (1, 9, 17, 40), (2, 150, 90, 41)])
 def test_every_layout_agrees_with_the_float64_reference(layout, frames, width, height, size):
+    """(41 outputs: BLOCK leaves 1, so the last bands are 3 and 2 outputs.)"""
     x = frames_of(width, height, frames + 1, seed=frames + width)[:frames]
     got = preprocess.resize_frames(x, size, size, layout)
     assert got.shape == (3, frames, size, size) and got.dtype == np.float32 and got.flags.c_contiguous
     assert np.abs(got - exact(x, size)[0]).max() <= RESIZE_VS_FLOAT64
 
 
-def test_camera_frames_take_cache_sized_bands_small_frames_planes():
-    """The plan: at 1920x1080 both axes in bands that are a small part of the dense matrices (pass 1 in column
-    strips: its band buffer stays cache-sized); a small frame goes planar."""
-    plan = preprocess._plan(1, 1080, 1920, 3, 112, 112)
-    assert plan.layout == "interleaved" and 0 < plan.strip < 1920 * 3
-    vertical = sum(b[4].size for b in plan.vertical)
-    horizontal = sum(b[4].size for b in plan.horizontal) / 9                         # kron I_3
-    assert vertical < 0.2 * 1080 * 112 and horizontal < 0.2 * 1920 * 112
-    assert max(b[3] - b[2] for b in plan.vertical) * plan.strip <= preprocess.BUFFER_VALUES
-    covered = np.concatenate([np.arange(b[0], b[1]) for b in plan.vertical])
-    np.testing.assert_array_equal(covered, np.arange(112))
-    assert preprocess._plan(1, 61, 97, 3, 256, 256).layout.startswith("planar")
+def dense(in_size: int, out_size: int) -> np.ndarray:
+    """[out, in] float64: the taps as a dense matrix."""
+    index, weight = ref.aa_bicubic_taps(in_size, out_size)
+    m = np.zeros((out_size, in_size))
+    np.add.at(m, (np.broadcast_to(np.arange(out_size)[:, None], index.shape), index), weight)
+    return m
 
 
-@pytest.mark.parametrize("width, height", [(640, 360), (40, 30)])     # interleaved, planar (batched)
+def from_runs(runs, in_size: int, out_size: int, base: int = 0) -> np.ndarray:
+    """[out, in] float64 assembled from runs' band weights at their windows (+ base)."""
+    m = np.zeros((out_size, in_size))
+    for r in runs:
+        for j in range(r.count):
+            a, o = base + r.start + r.step * j, r.out0 + r.rows * j
+            m[o:o + r.rows, a:a + r.taps] += r.weights[j]
+    return m
+
+
+@pytest.mark.parametrize("h, w, height, width", [(1080, 1920, 256, 256), (1080, 1920, 112, 112),
+                                                 (720, 1280, 256, 256), (359, 641, 41, 97), (17, 9, 40, 40)])
+def test_strips_plan_covers_every_output_once_in_cache_sized_one_thread_products(h, w, height, width):
+    """Pass 1: each slab's runs are exactly the slab's rows of the dense matrix (float32 weights), windows in
+    the frame; pass 2, sub-strip after sub-strip with the rolling buffer's carries, exactly the dense matrix,
+    windows within the pixels transposed so far; every product's M * N * K below BLAS_SINGLE (one OpenBLAS
+    thread whatever its setting); buffers within their budgets (unless one band alone needs more)."""
+    c = 3
+    p = resample.plan(1, h, w, c, height, width, "strips")
+    assert p.layout == "strips" and p.slabs[0][0] == 0 and p.slabs[-1][1] == height
+    assert all(a[1] == b[0] for a, b in zip(p.slabs, p.slabs[1:]))
+    columns = max(b - a for a, b in p.strips)
+    vertical = np.zeros((height, h))
+    for (y0, y1), runs in zip(p.slabs, p.vertical):
+        part = from_runs(runs, h, height)
+        assert not part[:y0].any() and not part[y1:].any()
+        vertical += part
+        for r in runs:
+            assert r.start >= 0 and r.end <= h and r.rows * r.taps * columns < resample.BLAS_SINGLE
+            assert r.end - r.start <= p.span
+            assert r.rows > 1 or height == 1                    # no one-row products (gemv)
+    np.testing.assert_allclose(vertical, dense(h, height), rtol=0, atol=1e-7)
+    taps = max(r.taps for runs in p.vertical for r in runs)
+    assert p.span * columns * 4 <= max(resample.BUFFER_BYTES, 2 * taps * columns * 4)   # or two bands' rows
+    assert p.strips[0][0] == 0 and p.strips[-1][1] == w * c and all(a % c == 0 for a, _ in p.strips)
+    assert all(a[1] == b[0] for a, b in zip(p.strips, p.strips[1:]))
+    rows = max(y1 - y0 for y0, y1 in p.slabs)
+    assert len(p.slabs) == 1 or rows * columns * 4 <= resample.SLAB_BYTES
+    horizontal, base = np.zeros((width, w)), 0
+    for (a, b), subs in zip(p.strips, p.narrow):
+        assert subs[0].v0 == a and subs[-1].v1 == b and all(s.v1 == t.v0 for s, t in zip(subs, subs[1:]))
+        for sub in subs:
+            assert sub.row == (sub.v0 // c - base) * c and sub.v1 // c - base <= p.roll
+            assert (sub.v1 - sub.v0) * rows * 4 <= max(resample.NARROW_BYTES, c * rows * 4)
+            for r in sub.runs:
+                assert r.start >= 0 and r.end <= sub.v1 // c - base
+                assert r.rows * r.taps * c * rows < resample.BLAS_SINGLE
+            horizontal += from_runs(sub.runs, w, width, base)
+            if sub.carry is not None:
+                assert sub.carry[1] == sub.v1 // c - base
+                base += sub.carry[0]
+    np.testing.assert_allclose(horizontal, dense(w, width), rtol=0, atol=1e-7)
+
+
+def test_layouts_by_size():
+    assert resample.plan(1, 1080, 1920, 3, 112, 112).layout == "strips"
+    assert resample.plan(1, 61, 97, 3, 256, 256).layout.startswith("planar")
+    assert resample.plan(8, 61, 97, 3, 112, 112).layout.startswith("planar")      # a clip, batched
+
+
+def test_strips_buffers_are_per_thread_and_results_fresh():
+    """The strips layout keeps its buffers per thread and frame size: calls from two threads at once, on
+    different frames, equal the calls one by one, and every result is a fresh array."""
+    frames = frames_of(640, 360, 4, seed=11)
+    alone = [preprocess.mask_frame(f, MASK, MEAN, STD) for f in frames]
+    again = preprocess.mask_frame(frames[0], MASK, MEAN, STD)
+    np.testing.assert_array_equal(again, alone[0])
+    assert not np.shares_memory(again, alone[0])
+    results: dict[int, list[np.ndarray]] = {}
+
+    def work(k: int) -> None:
+        results[k] = [preprocess.mask_frame(frames[(k + i) % 4], MASK, MEAN, STD) for i in range(8)]
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 1]
+    for k, got in results.items():
+        for i, g in enumerate(got):
+            np.testing.assert_array_equal(g, alone[(k + i) % 4])
+
+
+@pytest.mark.parametrize("width, height", [(640, 360), (40, 30)])     # strips, planar (batched)
 def test_a_clip_is_its_frames(width, height):
     frames = frames_of(width, height, 4, seed=3)
     one_by_one = np.concatenate([preprocess.mllm_pixels(f[None], MLLM, MEAN, STD) for f in frames], axis=2)

@@ -77,7 +77,8 @@ def test_rle_uncompressed_counts_and_errors():
 def test_jsonl_sink_writes_flushed_lines_to_a_part_file_then_renames(tmp_path):
     path = tmp_path / "out" / "events.jsonl"
     sink = JsonlSink(path)
-    part = tmp_path / "out" / "events.jsonl.part"
+    part = sink.output.write_path
+    assert part.parent == path.parent and part.name.startswith(".events.jsonl.") and part.name.endswith(".part")
     sink.write_event({"type": "track", "frame": np.int64(3), "time_s": np.float32(0.25),
                       "box": np.array([1.0, 2.0, 3.0, 4.0]), "score": float("nan")})
     sink.write_event({"type": "summary", "latency_ms": {"llm": {"p50": math.inf, "p95": 2.5}}, "ok": np.bool_(True)})
@@ -89,6 +90,7 @@ def test_jsonl_sink_writes_flushed_lines_to_a_part_file_then_renames(tmp_path):
     assert "NaN" not in part.read_text() and "Infinity" not in part.read_text()
     sink.close()
     assert path.is_file() and not part.exists() and sink.lines == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == ["events.jsonl"], "no temporary or lock file left"
     with pytest.raises(TPOError, match="after close"):
         sink.write_event({"type": "answer"})
     with pytest.raises(TPOError, match=r"event answer\.text: a object cannot be written"):
@@ -291,7 +293,7 @@ def test_sinks_fan_out_results_and_close_every_sink(tmp_path):
         def write(self, result):
             seen.append(("recorder", result.index))
 
-        def close(self):
+        def close(self, partial=False):
             raise OSError("disk full")
 
     jsonl = JsonlSink(tmp_path / "e.jsonl")

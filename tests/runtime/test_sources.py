@@ -146,13 +146,38 @@ def test_fake_file_capture_corrupt_frames_and_an_unreadable_rest(helpers):
     assert [e["event"] for e in source.events] == ["corrupt_frame", "corrupt_frame"]
     assert fake.released.is_set()
 
-    dead = helpers.FakeCapture(100, fail_at=tuple(range(2, 100)), frame_count=100)
+    dead = helpers.FakeCapture(100, fail_at=tuple(range(2, 100)), frame_count=100, fps=10)
     with open_source("dead.mp4", capture_factory=lambda: dead, live=False, max_consecutive_failures=4) as source:
         assert len(list(source)) == 2
     assert [e["event"] for e in source.events] == ["ended_early"]     # a file never `gave_up`: live only
     assert source.events[0]["detail"] == ("dead.mp4: read failed from frame 2 on, 100 frames declared, 2 read; "
                                           "stopped after 4 failed reads in a row")
     assert source.stats.dropped == 0 and dead.reads == 6
+
+
+def test_unknown_rate_and_unknown_count_are_said_not_assumed_silently(helpers):
+    """A container with no frame rate and no frame count: times use 30 fps and an event says so; the end of the
+    readable data is reported (it cannot be told from a truncated file)."""
+    fake = helpers.FakeCapture(7)
+    with open_source("bare.avi", capture_factory=lambda: fake, live=False) as source:
+        frames = list(source)
+    assert len(frames) == 7 and frames[3].time_s == pytest.approx(3 / 30)
+    kinds = [e["event"] for e in source.events]
+    assert kinds == ["fps_unknown", "ended_unverified"]
+    assert "assume 30 fps" in source.events[0]["detail"] and "7 frames read" in source.events[1]["detail"]
+
+
+def test_source_events_stay_bounded_and_say_what_was_lost(helpers, monkeypatch):
+    from tpo.runtime import sources
+
+    monkeypatch.setattr(sources, "EVENT_BACKLOG", 5)
+    monkeypatch.setattr(sources, "EVENT_HISTORY", 3)
+    fake = helpers.FakeCapture(30, fail_at=tuple(range(1, 29, 2)), frame_count=30, fps=10)
+    with open_source("flaky.mp4", capture_factory=lambda: fake, live=False) as source:
+        frames = list(source)
+        unread = source.new_events()
+    assert len(frames) == 16 and len(source.events) == 3
+    assert unread[0]["event"] == "events_lost" and "9 events" in unread[0]["detail"] and len(unread) == 6
 
 
 def test_overstated_frame_count_ends_early_saying_declared_and_read(helpers):

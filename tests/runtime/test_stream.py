@@ -92,7 +92,7 @@ def test_track_a_file_yields_one_result_per_frame_and_accounts_for_every_frame(s
     assert summary["frames_in"] == summary["processed"] == 20 and summary["dropped"] == 0
     assert list(summary)[-2:] == ["wall_s", "fps"] and summary["fps"] > 0
     latency = summary["latency_ms"]
-    for stage in ("capture", "preprocess", "track_step", "postprocess", "frame_total", "consumer", "answer",
+    for stage in ("capture", "preprocess", "question_preprocess", "track_step", "postprocess", "frame_total", "consumer", "answer",
                   "llm_prefill", "mask_image_encoder", "memory_attention"):
         assert latency[stage]["p50"] > 0, stage
     # frame_total is the whole frame: at least its tracking step and its capture

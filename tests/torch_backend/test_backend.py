@@ -118,3 +118,17 @@ def test_other_weights_are_refused_unless_given(fp32_artifacts):
     with pytest.raises(TPOError, match="one backend per artifacts folder"):
         given.load(GraphEntry(G.CONNECTOR.name, "connector.onnx", "", 0, Precision.FP32, (), (),
                               root=fp32_artifacts.parent))
+
+
+def test_a_stream_on_the_torch_backend_reports_the_precision_that_ran(fp16_artifacts):
+    """The summary's `precision` is what ran (torch eager at its own precision), not the artifacts'."""
+    from tpo.data.synthetic import make_clip
+    from tpo.runtime.session import open as open_session
+    from tpo.runtime.sources import open_source
+
+    session = open_session(fp16_artifacts, backend="torch")
+    clip = make_clip(0, 1000)
+    q = next(q.question for q in clip.queries if q.task == "conversation")
+    summary = list(session.stream(open_source(iter(clip.frames[:8]), fps=clip.fps), q))[-1].event("summary")
+    assert summary["precision"] == "fp32" and summary["precision"] == session.backend.precision
+    assert summary["artifacts_precision"] == session.manifest.precision.value

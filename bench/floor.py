@@ -133,7 +133,7 @@ def probe_shapes(model, names: list[str], feeds: dict[str, np.ndarray]) -> dict[
                 "tensor(bool)": np.bool_, "tensor(int32)": np.int32}
     feed = {k: np.asarray(v, dtype=np_types.get(types[k])) for k, v in feeds.items() if k in types}
     outs = sess.run(names, feed)
-    return {n: list(np.shape(o)) for n, o in zip(names, outs)}
+    return {n: list(np.shape(o)) for n, o in zip(names, outs, strict=True)}
 
 
 def count_model(model, input_shapes: dict[str, tuple[int, ...]],
@@ -170,8 +170,9 @@ def count_model(model, input_shapes: dict[str, tuple[int, ...]],
             c.io_bytes += _prod(s) * ELEM_BYTES.get(dtypes.get(vi.name, 1), 4)
     for node in g.node:
         c.nodes += 1
-        outs = [shapes.get(o) for o in node.output if o]
-        for o, s in zip(node.output, outs):
+        named = [o for o in node.output if o]      # an optional output left out has the empty name
+        outs = [shapes.get(o) for o in named]
+        for o, s in zip(named, outs, strict=True):
             if s is not None:
                 c.activation_bytes += _prod(s) * ELEM_BYTES.get(dtypes.get(o, 1), 4)
         if node.op_type in MATMUL_OPS:
@@ -221,9 +222,9 @@ def node_flops(node, ins: list[list[int] | None], outs: list[list[int] | None]) 
         eq = eq.decode() if isinstance(eq, bytes) else eq
         lhs = eq.replace(" ", "").split("->")[0].split(",")
         sizes: dict[str, int] = {}
-        for term, s in zip(lhs, ins):
+        for term, s in zip(lhs, ins, strict=True):
             letters = term.replace("...", "")
-            for ch, d in zip(letters[::-1], s[::-1]):
+            for ch, d in zip(letters[::-1], s[::-1], strict=False):
                 sizes[ch] = max(sizes.get(ch, 1), int(d))
         return 2.0 * _prod(sizes.values())
     if op in ("Attention", "MultiHeadAttention"):

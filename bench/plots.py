@@ -21,7 +21,7 @@ def plot(result: dict, out: Path) -> tuple[list[str], str | None]:
     except ImportError:
         return [], "plots: skipped, matplotlib is not installed (pip install 'tpo-edge[bench]')"
     written = []
-    for name, draw in zip(PLOTS, (_latency, _scaling, _sizes, _breakdown)):
+    for name, draw in zip(PLOTS, (_latency, _scaling, _sizes, _breakdown), strict=True):
         fig = draw(plt, result)
         if fig is None:
             continue
@@ -58,7 +58,7 @@ def _latency(plt, result: dict):
         bp = ax.boxplot(data, orientation="horizontal", **box)      # matplotlib >= 3.10
     except TypeError:
         bp = ax.boxplot(data, vert=False, **box)
-    for patch, c in zip(bp["boxes"], colours):
+    for patch, c in zip(bp["boxes"], colours, strict=True):
         patch.set_facecolor(c)
         patch.set_edgecolor(c)
     ax.set_xscale("log")
@@ -80,7 +80,7 @@ def _scaling(plt, result: dict):
     cols = min(3, n)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, (axis, d) in zip(axes.flat, scaling.items()):
+    for ax, (axis, d) in zip(axes.flat, scaling.items(), strict=False):   # the grid may have spare cells
         variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
         xs = list(range(len(d["x"])))
         for v in variants:
@@ -144,7 +144,7 @@ def _breakdown(plt, result: dict):
     ys = range(len(bars))
     ax.barh(ys, eng, label="engine")
     ax.barh(ys, ada, left=eng, label="adapter (casts, conversions)")
-    ax.barh(ys, host, left=[a + b for a, b in zip(eng, ada)], label="host (numpy, Python)")
+    ax.barh(ys, host, left=[a + b for a, b in zip(eng, ada, strict=True)], label="host (numpy, Python)")
     ax.set_yticks(list(ys), [b[0] for b in bars], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("mean ms per call")

@@ -216,7 +216,7 @@ def _scaling(scaling: dict) -> list[str]:
     for axis, d in scaling.items():
         variants = list(dict.fromkeys(v for e in d["stages"] for v in e["variants"]))
         rows = []
-        for x, e in zip(d["x"], d["stages"]):
+        for x, e in zip(d["x"], d["stages"], strict=True):
             rows.append([x] + [_ms(e["variants"].get(v, {}).get("p50")) for v in variants] +
                         [_ratio(e["ratios"].get(v)) for v in variants if v != e.get("baseline")])
         ratio_cols = [f"{v} ratio" for v in variants if v != d["stages"][0].get("baseline")]

@@ -138,7 +138,7 @@ def run_threads(suite: Suite) -> None:
         e["threads"] = 1
     stages = [e1, main.get(vision), e2, main.get("track_step")]
     x = [f"{vision} 1", f"{vision} {p.threads}", "track_step 1", f"track_step {p.threads}"]
-    kept = [(xi, e) for xi, e in zip(x, stages) if e is not None]
+    kept = [(xi, e) for xi, e in zip(x, stages, strict=True) if e is not None]
     suite.result.setdefault("scaling", {})["threads per engine"] = {"x": [xi for xi, _ in kept],
                                                                     "stages": [e for _, e in kept]}
     suite.memory("threads")

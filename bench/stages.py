@@ -49,7 +49,7 @@ def ratio_per_round(base: Sequence[Sequence[float]], other: Sequence[Sequence[fl
     """Per round r: median(base[r]) / median(other[r]); -> {median, min, max, rounds} (None without rounds).
 
     Rounds where either side has no samples are skipped; > 1 means `other` is faster."""
-    ratios = [float(np.median(b)) / float(np.median(o)) for b, o in zip(base, other)
+    ratios = [float(np.median(b)) / float(np.median(o)) for b, o in zip(base, other, strict=True)
               if len(b) and len(o) and float(np.median(o)) > 0]
     if not ratios:
         return None

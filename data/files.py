@@ -172,7 +172,7 @@ class _Annotations:
             ks = [int(k) for k in np.flatnonzero(clip.areas[t] > 0)]
             if not ks:
                 continue
-            for k, rle in zip(ks, _rle_masks(clip.labels[t], ks)):
+            for k, rle in zip(ks, _rle_masks(clip.labels[t], ks), strict=True):
                 self.ann_id += 1
                 x1, y1, x2, y2 = (int(v) for v in clip.boxes[t, k])
                 o = spec.objects[k]

@@ -396,7 +396,7 @@ def visible_spans(visible: np.ndarray, fps: float) -> list[tuple[float, float]]:
     """[start_s, end_s) = [first / fps, (last + 1) / fps) of each run of True in a bool [T] array."""
     v = np.concatenate([[False], np.asarray(visible, bool), [False]])
     edges = np.flatnonzero(np.diff(v.astype(np.int8)))   # starts at even positions, ends at odd
-    return [(int(s) / fps, int(e) / fps) for s, e in zip(edges[::2], edges[1::2])]
+    return [(int(s) / fps, int(e) / fps) for s, e in zip(edges[::2], edges[1::2], strict=True)]
 
 
 def render_clip(spec: ClipSpec, name: str = "clip") -> Clip:

@@ -95,7 +95,9 @@ def print_summary(manifest) -> None:
         print(f"task parity vs PyTorch ({len(tasks['rows'])} questions): triggers same={w['same_triggers']}, "
               f"tokens same={w['same_tokens']}, worst box IoU {fmt(w['box_iou'])}, worst mask IoU "
               f"{fmt(w['mask_iou'])}, worst track box IoU {fmt(w['track_box_iou'])}, windows off by "
-              f"{fmt(w['window_err_s'])} s")
+              f"{fmt(w['window_err_s'])} s, top-1 window off by {fmt(w.get('top1_err_s'))} s "
+              f"({tasks.get('near_ties', 0)} near-tied), ranking swaps {w.get('rank_swaps') or 0}, window scores off "
+              f"by {fmt(w.get('score_err'))}")
 
 
 def check_tensorrt(out: Path) -> int:

@@ -137,7 +137,7 @@ def save_tokenizer(tokenizer, tokenizer_dir: Path, folder: Path) -> FileEntry:
     saved = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     added = {t.content: i for i, t in tokenizer.backend_tokenizer.get_added_tokens_decoder().items()}
     chunks = [c for q in TOKENIZER_PROBES for media in MEDIA for c in prompt_chunks(q, media, [0, 7, 14], 20.0) if c]
-    for chunk, want in zip(chunks, slow_tokenizer_ids(tokenizer_dir / "tokenizer.model", added, chunks)):
+    for chunk, want in zip(chunks, slow_tokenizer_ids(tokenizer_dir / "tokenizer.model", added, chunks), strict=True):
         if saved.encode(chunk, add_special_tokens=False).ids != want:
             raise CheckpointError(f"{tok_dir / 'tokenizer.json'}: tokenises {chunk!r} unlike SentencePiece "
                                   f"({tokenizer_dir / 'tokenizer.model'})")

@@ -57,7 +57,7 @@ def _quiet_loggers():
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 
@@ -100,7 +100,7 @@ def name_dims(model: onnx.ModelProto, graph: GraphDef) -> None:
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(t.shape):
             raise RuntimeError(f"graph {graph.name}: {value.name} has rank {len(dims)}, declared {len(t.shape)}")
-        for dim, want in zip(dims, t.shape):
+        for dim, want in zip(dims, t.shape, strict=True):
             if isinstance(want, str):
                 dim.ClearField("dim_value")
                 dim.dim_param = want

@@ -156,10 +156,9 @@ def export_streamed(opts: ExportOptions) -> Manifest:
     from tpo.model.graphs import graph_defs
     from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
 
-    from .depth_gate import DERIVED, depth_gate
+    from .depth_gate import DERIVED
     from .exporter import ParityFailed, build_manifest, check_free_space, graph_entry, install, save_tokenizer
     from .streamed import fake_weights, write_graph
-    from .weight_check import ShardSlices, check_embeddings, check_graph
 
     start = time.perf_counter()
     ckpt = Path(opts.checkpoint) if opts.checkpoint is not None else default_checkpoint()
@@ -178,7 +177,7 @@ def export_streamed(opts: ExportOptions) -> Manifest:
     full_gate = _full_gate(opts, cfg)
     out = Path(opts.out)
     parent = out.absolute().parent
-    need = planned_bytes(list(zip(defs, recipes)), cfg, opts.precision) + FREE_MARGIN
+    need = planned_bytes(list(zip(defs, recipes, strict=True)), cfg, opts.precision) + FREE_MARGIN
     if not full_gate:
         need += gate_scratch_bytes(cfg, opts.precision)
     check_free_space(parent, need)
@@ -207,33 +206,8 @@ def export_streamed(opts: ExportOptions) -> Manifest:
                     prov, model, reader, tmp / f"{EMBEDDINGS}.safetensors", opts.precision)
             manifest.files[TOKENIZER] = save_tokenizer(tokenizer, tokenizer_dir, tmp)
             del model, prov
-            gate: dict = {"mode": "streamed", "graphs": {}, "tasks": None, "failures": []}
-            with monitor.phase("gate: weights"):
-                slices = ShardSlices(files.shards)
-                weights = {name: check_graph(w.path, w.initializers, slices) for name, w in written.items()}
-                weights[EMBEDDINGS] = check_embeddings(tmp / f"{EMBEDDINGS}.safetensors", table_sources, slices)
-                del slices
-            gate["weights"] = weights
-            for name, r in weights.items():
-                gate["failures"] += [f"weights {name}: {m}" for m in r["mismatches"] + r.get("not_in_file", [])]
-            if full_gate:
-                with monitor.phase("gate: numerics (full model)"):
-                    classic = _classic_gate(ckpt, opts, tokenizer, tmp, manifest)
-                gate["numerics"] = "the full model: graph parity on clips and the task-level check (parity.py, task_parity.py)"
-                gate["graphs"], gate["tasks"] = classic["graphs"], classic["tasks"]
-                gate["clips"] = classic["clips"]
-                gate["failures"] += classic["failures"]
-            else:
-                depth = depth_gate(cfg, reader, opts.precision, opts.opset, tmp / ".depth-gate", opts.graphs,
-                                   phase=monitor.phase)
-                shutil.rmtree(tmp / ".depth-gate", ignore_errors=True)
-                gate["numerics"] = (f"a model cut in depth ({depth['config']['vision_blocks']} ViT blocks, "
-                                    f"{depth['config']['llm_layers']} LLM layers, everything else whole), "
-                                    "written by the same streamed code from the same checkpoint, against PyTorch")
-                gate["depth"] = depth
-                gate["graphs"] = depth["graphs"]
-                gate["failures"] += depth["failures"]
-                gate["tasks_skipped"] = "the task-level check needs the whole model in PyTorch: not run at this size"
+            gate = _gate(opts, cfg, ckpt, files, tokenizer, written, table_sources, reader, monitor, tmp, manifest,
+                         full_gate)
         reader.close()
         gate["passed"] = not gate["failures"]
         res = monitor.report()
@@ -255,6 +229,42 @@ def export_streamed(opts: ExportOptions) -> Manifest:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _gate(opts: ExportOptions, cfg, ckpt: Path, files, tokenizer, written: dict, table_sources, reader, monitor,
+          tmp: Path, manifest: Manifest, full_gate: bool) -> dict:
+    """Gate (a), every written weight against the checkpoint, then gate (b), the numerics: the classic gate
+    when the fp32 model fits (`full_gate`), else the model cut in depth. The report, with its `failures`."""
+    from .depth_gate import depth_gate
+    from .weight_check import ShardSlices, check_embeddings, check_graph
+
+    gate: dict = {"mode": "streamed", "graphs": {}, "tasks": None, "failures": []}
+    with monitor.phase("gate: weights"):
+        slices = ShardSlices(files.shards)
+        weights = {name: check_graph(w.path, w.initializers, slices) for name, w in written.items()}
+        weights[EMBEDDINGS] = check_embeddings(tmp / f"{EMBEDDINGS}.safetensors", table_sources, slices)
+        del slices
+    gate["weights"] = weights
+    for name, r in weights.items():
+        gate["failures"] += [f"weights {name}: {m}" for m in r["mismatches"] + r.get("not_in_file", [])]
+    if full_gate:
+        with monitor.phase("gate: numerics (full model)"):
+            classic = _classic_gate(ckpt, opts, tokenizer, tmp, manifest)
+        gate["numerics"] = "the full model: graph parity on clips and the task-level check (parity.py, task_parity.py)"
+        gate["graphs"], gate["tasks"] = classic["graphs"], classic["tasks"]
+        gate["clips"] = classic["clips"]
+        gate["failures"] += classic["failures"]
+        return gate
+    depth = depth_gate(cfg, reader, opts.precision, opts.opset, tmp / ".depth-gate", opts.graphs, phase=monitor.phase)
+    shutil.rmtree(tmp / ".depth-gate", ignore_errors=True)
+    gate["numerics"] = (f"a model cut in depth ({depth['config']['vision_blocks']} ViT blocks, "
+                        f"{depth['config']['llm_layers']} LLM layers, everything else whole), "
+                        "written by the same streamed code from the same checkpoint, against PyTorch")
+    gate["depth"] = depth
+    gate["graphs"] = depth["graphs"]
+    gate["failures"] += depth["failures"]
+    gate["tasks_skipped"] = "the task-level check needs the whole model in PyTorch: not run at this size"
+    return gate
 
 
 def _full_gate(opts: ExportOptions, cfg) -> bool:

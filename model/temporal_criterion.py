@@ -193,7 +193,7 @@ class TemporalCriterion(nn.Module):
         batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)]).to(spans.device)
         query_idx = torch.cat([src for src, _ in indices]).to(spans.device)
         matched = spans[batch_idx, query_idx].float()  # (M, 2)
-        target = torch.cat([t[j] for t, (_, j) in zip(target_spans, indices)]).float().to(spans.device)
+        target = torch.cat([t[j] for t, (_, j) in zip(target_spans, indices, strict=True)]).float().to(spans.device)
         giou = generalized_temporal_iou(span_cxw_to_xx(matched), span_cxw_to_xx(target))
         classes = torch.full(logits.shape[:2], BACKGROUND, dtype=torch.int64, device=logits.device)
         classes[batch_idx, query_idx] = FOREGROUND

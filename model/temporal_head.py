@@ -405,7 +405,7 @@ class TemporalHead(nn.Module):
         if len(video_ids) != clips.shape[0]:
             raise InputError(f"video_ids: {len(video_ids)} ids for a batch of {clips.shape[0]}")
         shifted = list(video_ids[1:]) + list(video_ids[:1])
-        real = torch.tensor([a != c for a, c in zip(video_ids, shifted)], device=clips.device)
+        real = torch.tensor([a != c for a, c in zip(video_ids, shifted, strict=True)], device=clips.device)
         out.real_negative = real
         if not bool(real.any()):
             return
@@ -435,7 +435,7 @@ def decode_windows(output: TemporalHeadOutput, duration_s: float, clip_len_s: fl
     if not snap:
         return rows
     times = torch.round(torch.tensor([r[:2] for r in rows]) / clip_len_s) * clip_len_s
-    return [t + [float(f"{r[2]:.4f}")] for t, r in zip(times.tolist(), rows)]
+    return [t + [float(f"{r[2]:.4f}")] for t, r in zip(times.tolist(), rows, strict=True)]
 
 
 def decode_saliency(output: TemporalHeadOutput, batch_index: int = 0) -> list[float]:

@@ -54,7 +54,7 @@ class TaskTokenIds:
     def by_token(self) -> dict[str, int]:
         """task token string (`TASK_TOKENS`) -> its id."""
         return dict(zip(TASK_TOKENS, (self.box_begin, self.time_begin, self.temp, self.boxes, self.track_begin,
-                                      self.tracking, self.track_box)))
+                                      self.tracking, self.track_box), strict=True))
 
     @property
     def triggers(self) -> dict[int, str]:

@@ -47,7 +47,7 @@ class OrtGraph:
         out = self.session.run(self.output_names, feed)
         self.seconds += time.perf_counter() - start
         self.calls += 1
-        return dict(zip(self.output_names, out))
+        return dict(zip(self.output_names, out, strict=True))
 
 
 class OnnxRuntimeBackend:

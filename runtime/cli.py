@@ -1,7 +1,7 @@
 """`tpo-run`: stream a video source through the exported graphs; print the answer, events and a summary.
 
-    tpo-run --source clip.mp4 --query "track the red circle" [--artifacts DIR] [--backend onnxruntime]
-            [--device cpu|cuda[:N]] [--conf 0.5] [--jsonl events.jsonl] [--out annotated.mp4]
+    tpo-run --source clip.mp4 --query "track the red circle" [--control FILE|-] [--artifacts DIR]
+            [--backend onnxruntime] [--device cpu|cuda[:N]] [--conf 0.5] [--jsonl events.jsonl] [--out annotated.mp4]
             [--qvhighlights preds.jsonl] [--stride N] [--max-frames N] [--quiet]
 
 Every argument is checked before anything loads. Without --artifacts it uses the export of the embedded tiny
@@ -71,7 +71,11 @@ def build_parser() -> Parser:
     p.add_argument("--artifacts", type=Path, help="a tpo-export output folder (default: the embedded tiny export)")
     p.add_argument("--source", required=True,
                    help="video file, camera index, rtsp/http URL, GStreamer pipeline or image folder")
-    p.add_argument("--query", required=True, help='the question, e.g. "track the red circle"')
+    p.add_argument("--query", default=None,
+                   help='the question the stream opens with, e.g. "track the red circle" (optional with --control)')
+    p.add_argument("--control", default=None,
+                   help='JSONL commands while streaming, from a file, a FIFO or - (stdin): {"ask": "..."}, '
+                        '{"stop": <object id>}, {"quit": true} (docs/runtime.md "Two loops")')
     p.add_argument("--backend", default="onnxruntime", choices=backend_names(), help="inference engine")
     p.add_argument("--device", default=None,
                    help="cpu, or cuda / cuda:N (onnxruntime: its CUDA provider on GPU N; tensorrt: GPU N). "
@@ -119,8 +123,14 @@ def parse_device(device: str | None, backend: str) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parsed and checked arguments (nothing loaded yet), or UsageError naming the bad one."""
     args = build_parser().parse_args(argv)
-    if not args.query.strip():
+    if args.query is None and args.control is None:
+        raise UsageError("--query: missing; ask something, e.g. 'track the red circle' (or give --control)")
+    if args.query is not None and not args.query.strip():
         raise UsageError("--query: empty; ask something, e.g. 'track the red circle'")
+    if args.qvhighlights is not None and args.query is None:
+        raise UsageError("--qvhighlights: needs --query (the prediction line is the answer to that question)")
+    if args.control not in (None, "-") and not Path(args.control).exists():
+        raise UsageError(f"--control {args.control}: no such file or FIFO")
     if args.stride < 1:
         raise UsageError(f"--stride {args.stride}: must be >= 1")
     if args.max_frames is not None and args.max_frames < 1:
@@ -269,6 +279,10 @@ def run(args: argparse.Namespace) -> int:
     print(session.frame_path.describe(), file=sys.stderr)
     stream = Stream(session, source, args.query, options)
     try:
+        if args.control is not None:          # before the sinks claim their files: a failure here leaves none
+            from .control import ControlReader
+
+            ControlReader(args.control, stream).start()
         sinks = open_sinks(args, source)
     except BaseException:
         source.close()

@@ -228,7 +228,7 @@ def _cut(in_size: int, out_size: int, n: int, per_input: float, calls: int = 1
         cost = float(np.sum(calls * PRODUCT_OVERHEAD + (ends - starts + per_input) * inputs * float(n)))
         if cost < best_cost:
             best_cost = cost
-            best = tuple((int(s), int(e), int(a), int(a + k)) for s, e, a, k in zip(starts, ends, blo, inputs))
+            best = tuple((int(s), int(e), int(a), int(a + k)) for s, e, a, k in zip(starts, ends, blo, inputs, strict=True))
         if b == out_size:
             break
     return best, best_cost
@@ -247,12 +247,12 @@ def _strips_plan(h: int, w: int, c: int, height: int, width: int) -> Plan:
     # pass-1 strips: a band's product [BLOCK, taps] x [taps, strip] stays below BLAS_SINGLE
     values = max(c, min(STRIP_VALUES, (BLAS_SINGLE - 1) // (BLOCK * widest)))
     edges = _even(n, _ceil_div(n, values), c)
-    strips = tuple((a, b) for a, b in zip(edges, edges[1:]) if b > a)
+    strips = tuple((a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a)
     columns = max(b - a for a, b in strips)
     step = max(1, round(BLOCK * h / height))
     span = max(BUFFER_BYTES // (4 * columns), widest + step)    # at least two bands a run
     cuts = np.searchsorted(out0, _even(height, _ceil_div(height, max(1, SLAB_BYTES // (4 * columns)))))
-    slab_bands = [(int(b), int(e)) for b, e in zip(cuts, cuts[1:]) if e > b]
+    slab_bands = [(int(b), int(e)) for b, e in zip(cuts, cuts[1:], strict=False) if e > b]
     slabs = tuple((int(out0[b]), int(out0[e]) if e < len(out0) else height) for b, e in slab_bands)
     vertical = tuple(tuple(_runs(h, height, b, e, 0, h, span, columns)) for b, e in slab_bands)
     # pass 2: sub-strips of at most NARROW_BYTES transposed into one rolling buffer per slab
@@ -264,7 +264,7 @@ def _strips_plan(h: int, w: int, c: int, height: int, width: int) -> Plan:
     for a, b in strips:
         subs = []
         cuts = [a + v for v in _even(b - a, _ceil_div((b - a) // c, narrow_px), c)]
-        for v0, v1 in zip(cuts, cuts[1:]):
+        for v0, v1 in zip(cuts, cuts[1:], strict=False):
             px1 = v1 // c
             ready = len(j0) if v1 == n else int(np.searchsorted(np.maximum.accumulate(j1), px1, side="right"))
             runs = _runs(w, width, done, ready, base, px1, 1 << 62, slab_values) if ready > done else []
@@ -355,13 +355,13 @@ class _Workspace:
         bufs = {cw: (arena.take(p.span * cw).reshape(p.span, cw), arena.take(rows * cw).reshape(rows, cw))
                 for cw in widths}
         self.slabs = []
-        for (y0, y1), runs in zip(p.slabs, p.vertical):
+        for (y0, y1), runs in zip(p.slabs, p.vertical, strict=True):
             sh = y1 - y0
             roll = roll_flat[:p.roll * c * sh].reshape(p.roll * c, sh)      # rows: (pixel, C); columns: y
             roll_px = roll.reshape(p.roll, c * sh)
             out = out_flat[:width * c * sh].reshape(width, c * sh)           # [width, (C, y in slab)]
             strips = []
-            for (a, b), subs in zip(p.strips, p.narrow):
+            for (a, b), subs in zip(p.strips, p.narrow, strict=True):
                 buf, result = bufs[b - a]
                 steps, lo, hi = [], 0, 0
                 for run in runs:

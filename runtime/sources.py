@@ -88,11 +88,14 @@ DEFAULT_WATCHDOG_S = 5.0   # a live source with no frame (nor reconnect attempt)
 
 @dataclass
 class Frame:
-    """One decoded frame: `rgb` is uint8 [H, W, 3], C-contiguous, owned (never a view of the input)."""
+    """One decoded frame: `rgb` is uint8 [H, W, 3], C-contiguous, owned (never a view of the input).
+    `received` is the monotonic clock when the source received it (a live source's reader thread: the capture,
+    as near as this process can see it), the start of the glass-to-glass latency the stream reports."""
 
     index: int
     time_s: float
     rgb: np.ndarray
+    received: float = 0.0
 
     @property
     def size_hw(self) -> tuple[int, int]:
@@ -196,7 +199,7 @@ class Source:
                 s.dropped += 1
                 self._event("corrupt_frame", str(e), rec.time_s)
                 return None
-            return Frame(rec.index, float(rec.time_s), rgb)
+            return Frame(rec.index, float(rec.time_s), rgb, time.monotonic())
         return None
 
     # ---- public

@@ -166,7 +166,7 @@ class TensorRTGraph:
         limits = self.limits.get(name)
         if limits is not None:
             lo, _, hi = limits
-            if len(shape) != len(lo) or any(not a <= s <= b for s, a, b in zip(shape, lo, hi)):
+            if len(shape) != len(lo) or any(not a <= s <= b for s, a, b in zip(shape, lo, hi, strict=True)):
                 raise InputError(f"graph {self.name}: input {name!r} has shape {list(shape)}, outside the engine's "
                                  f"profile {list(lo)}..{list(hi)}; rebuild the engine with wider dims")
         if not self.context.set_input_shape(name, shape):

@@ -42,6 +42,15 @@ class StageHistogram:
         self.low = min(self.low, seconds)
         self.high = max(self.high, seconds)
 
+    def merge(self, other: StageHistogram) -> None:
+        """Add `other`'s samples (the same buckets, so percentiles stay exact to 1%)."""
+        for k, n in other.buckets.items():
+            self.buckets[k] = self.buckets.get(k, 0) + n
+        self.count += other.count
+        self.total += other.total
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+
     def percentile(self, q: float) -> float:
         """The q-th percentile (0..100) in seconds: the geometric middle of the bucket that holds it,
         clamped to the exact min and max (so p0 and p100 are exact)."""
@@ -105,3 +114,13 @@ class Timings:
     def summary_ms(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {stage: hist.summary_ms() for stage, hist in self.stages.items()}
+
+    def merged(self, *others: Timings) -> Timings:
+        """A new Timings holding this one's samples and the others' (a stream's fast path and its slow path's
+        thread each keep their own, so neither's per-frame stages see the other; the summary shows both)."""
+        out = Timings()
+        for timings in (self, *others):
+            with timings._lock:
+                for stage, hist in timings.stages.items():
+                    out.stages.setdefault(stage, StageHistogram()).merge(hist)
+        return out

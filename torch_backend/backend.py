@@ -96,7 +96,7 @@ class TorchGraph:
             raise TPOError(f"graph {self.name}: the module returned {len(host)} outputs, the manifest "
                            f"declares {len(self.output_names)}")
         return {n: (t.numpy() if t.is_floating_point() else t.numpy().astype(dt, copy=False))
-                for n, t, dt in zip(self.output_names, host, self.output_dtypes)}
+                for n, t, dt in zip(self.output_names, host, self.output_dtypes, strict=True)}
 
 
 class TorchBackend:

@@ -171,7 +171,7 @@ def profile_from_dims(inputs: Iterable[TensorSpec], dims: Mapping[str, Dim], gra
                     bounds = dim_range(d, dims[d])
                 except TPOError as e:
                     raise TPOError(f"{where}{e}") from None
-            for row, v in zip(rows, bounds):
+            for row, v in zip(rows, bounds, strict=True):
                 row.append(v)
         profile[spec.name] = (tuple(rows[0]), tuple(rows[1]), tuple(rows[2]))
     return profile
@@ -190,7 +190,7 @@ def _canonical_profile(profile: Mapping[str, Sequence[Sequence[int]]] | None) ->
 
 
 def profile_to_json(profile: Mapping[str, Sequence[Sequence[int]]] | None) -> dict[str, dict[str, list[int]]]:
-    return {n: dict(zip(("min", "opt", "max"), s)) for n, s in _canonical_profile(profile).items()}
+    return {n: dict(zip(("min", "opt", "max"), s, strict=True)) for n, s in _canonical_profile(profile).items()}
 
 
 def normalize_compute_capability(cc: str | tuple[int, int] | GpuInfo) -> str:

@@ -10,7 +10,7 @@ def middle_frame_indices(num_frames: int, total: int) -> list[int]:
     with the last index when the video has fewer frames than asked for."""
     n = min(num_frames, total)
     edges = np.linspace(0, total, n + 1).astype(int)
-    idx = [int((a + b - 1) // 2) for a, b in zip(edges[:-1], edges[1:])]
+    idx = [int((a + b - 1) // 2) for a, b in zip(edges[:-1], edges[1:], strict=False)]
     return idx + [idx[-1]] * (num_frames - n)
 
 

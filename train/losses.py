@@ -48,7 +48,7 @@ def temporal_targets(spans: list[torch.Tensor], saliency: torch.Tensor, lengths:
     moment that should outscore `pairs` clips outside it (drawn with `rng`; inside clips stand in
     when a moment covers the whole video)."""
     pos, neg = [], []
-    for sal, n in zip(saliency, lengths):
+    for sal, n in zip(saliency, lengths, strict=True):
         inside = torch.nonzero(sal[:n] > 0).flatten()
         outside = torch.nonzero(sal[:n] == 0).flatten()
         if inside.numel() == 0:

@@ -137,7 +137,7 @@ def region_accuracy(pred_boxes: Sequence[Box | None], gt_boxes: Sequence[Box], i
     _same_length("region", pred_boxes, gt_boxes)
     if len(gt_boxes) == 0:
         raise InputError("region: no queries to score")
-    hits = [p is not None and float(box_iou(p, g)) >= iou for p, g in zip(pred_boxes, gt_boxes)]
+    hits = [p is not None and float(box_iou(p, g)) >= iou for p, g in zip(pred_boxes, gt_boxes, strict=True)]
     return float(np.mean(hits))
 
 
@@ -163,7 +163,7 @@ def _top1_ious(pred_windows: Sequence[Window | None], gt_windows: Sequence[Windo
     if len(gt_windows) == 0:
         raise InputError("temporal: no queries to score")
     ious = np.zeros(len(gt_windows))
-    for i, (p, g) in enumerate(zip(pred_windows, gt_windows)):
+    for i, (p, g) in enumerate(zip(pred_windows, gt_windows, strict=True)):
         spans = _as_windows(g)
         if len(spans) == 0:
             raise InputError(f"temporal: query {i} has no ground-truth window")
@@ -242,7 +242,7 @@ def qvhighlights_map(pred_windows: Sequence[Sequence[Sequence[float]]], gt_windo
     if len(gt_windows) == 0:
         raise InputError("qvhighlights: no queries to score")
     per_query = []
-    for i, (p, g) in enumerate(zip(pred_windows, gt_windows)):
+    for i, (p, g) in enumerate(zip(pred_windows, gt_windows, strict=True)):
         p = list(p)[:max_pred_windows]
         if any(len(w) < 3 for w in p):
             raise InputError(f"qvhighlights: query {i} has a window without a score; give [start, end, score]")
@@ -250,7 +250,7 @@ def qvhighlights_map(pred_windows: Sequence[Sequence[Sequence[float]]], gt_windo
             raise InputError(f"qvhighlights: query {i} has no ground-truth window")
         per_query.append(_query_ap(p, list(g), thresholds))
     per_threshold = np.mean(per_query, axis=0)
-    out = {f"{t:g}": float(v) for t, v in zip(thresholds, per_threshold)}
+    out = {f"{t:g}": float(v) for t, v in zip(thresholds, per_threshold, strict=True)}
     out["average"] = float(per_threshold.mean())
     return out
 
@@ -326,7 +326,7 @@ def jf_score(pred_masks: Sequence[np.ndarray | None], gt_masks: Sequence[np.ndar
     if len(gt_masks) == 0:
         raise InputError("masks: no frames to score")
     js, fs = [], []
-    for t, (p, g) in enumerate(zip(pred_masks, gt_masks)):
+    for t, (p, g) in enumerate(zip(pred_masks, gt_masks, strict=True)):
         g = np.asarray(g, bool)
         p = np.zeros_like(g) if p is None else np.asarray(p, bool)
         if p.shape != g.shape:
@@ -345,7 +345,7 @@ def routing_accuracy(pred_routes: Sequence[str], gt_routes: Sequence[str]) -> fl
     _same_length("routing", pred_routes, gt_routes)
     if len(gt_routes) == 0:
         raise InputError("routing: no queries to score")
-    return float(np.mean([p == g for p, g in zip(pred_routes, gt_routes)]))
+    return float(np.mean([p == g for p, g in zip(pred_routes, gt_routes, strict=True)]))
 
 
 _NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -368,7 +368,7 @@ def exact_match(pred_answers: Sequence[str | None], gt_answers: Sequence[str]) -
     if len(gt_answers) == 0:
         raise InputError("exact_match: no answers to score")
     return float(np.mean([p is not None and normalise_answer(p) == normalise_answer(g)
-                          for p, g in zip(pred_answers, gt_answers)]))
+                          for p, g in zip(pred_answers, gt_answers, strict=True)]))
 
 
 # ---- report --------------------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ def _batch_embeddings(model: TPOModel, batch: list[Sample]) -> tuple[torch.Tenso
     """The batch right-padded: inputs_embeds [B, L, H] (task embeddings at the placeholders), attention
     mask [B, L] and labels [B, L] (-100 on padding)."""
     embeds = []
-    for s, v in zip(batch, _batch_visual(model, batch)):
+    for s, v in zip(batch, _batch_visual(model, batch), strict=True):
         prompt = Prompt(s.input_ids, s.visual_mask, torch.zeros(0, dtype=torch.long))
         placeholders = {s.route: int(s.input_ids[s.placeholder])} if s.placeholder >= 0 else {}
         embeds.append(model.embed_prompt(prompt, v, placeholders)[0])
@@ -149,7 +149,7 @@ def _batch_embeddings(model: TPOModel, batch: list[Sample]) -> tuple[torch.Tenso
     x = embeds[0].new_zeros(b, lmax, h)
     mask = torch.zeros(b, lmax, dtype=torch.long)
     labels = torch.full((b, lmax), -100, dtype=torch.long)
-    for i, (e, s) in enumerate(zip(embeds, batch)):
+    for i, (e, s) in enumerate(zip(embeds, batch, strict=True)):
         x[i, : e.shape[0]], mask[i, : e.shape[0]], labels[i, : e.shape[0]] = e, 1, s.labels
     return x, mask, labels
 

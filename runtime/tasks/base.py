@@ -24,6 +24,13 @@ class StreamOptions:
       0.5 is SAM2's own rule (object-score logit > 0). with_masks: put COCO RLE masks in track events.
     question_frames: frames the question is asked about (default: the vision encoder's frame count).
     window_clips / open_score: online temporal windows (see tasks/temporal.py).
+    wait_for_answers: the fast path holds its frames while a question is answered (None: files and iterators
+      wait, so nothing is processed without the answer; live sources never wait: docs/runtime.md "Two loops").
+    max_queued: questions that may wait for the busy slow path; one more is refused with an event.
+    min_answer_s: the slow path takes at least this long per answer (benchmarks: a slower LLM).
+    lost_frames: a tracked object absent this many frames in a row is `lost` (a `found` event when it is back).
+    reground: on `lost`, re-ask the track question about the most recent frames and re-seed the tracker.
+    slow_path_nice: Linux: the slow path's thread runs this much nicer than the fast path (0: the same).
     """
 
     conf: float = 0.5
@@ -31,6 +38,12 @@ class StreamOptions:
     question_frames: int | None = None
     window_clips: int = 32
     open_score: float = 0.5
+    wait_for_answers: bool | None = None
+    max_queued: int = 4
+    min_answer_s: float = 0.0
+    lost_frames: int = 15
+    reground: bool = True
+    slow_path_nice: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.conf, int | float) and 0.0 <= self.conf <= 1.0):
@@ -41,12 +54,21 @@ class StreamOptions:
             raise InputError(f"window_clips {self.window_clips!r}: must be an integer >= 1")
         if not (isinstance(self.open_score, int | float) and math.isfinite(self.open_score)):
             raise InputError(f"open_score {self.open_score!r}: must be a number")
+        if not isinstance(self.max_queued, int) or self.max_queued < 0:
+            raise InputError(f"max_queued {self.max_queued!r}: must be an integer >= 0")
+        if not (isinstance(self.min_answer_s, int | float) and 0 <= self.min_answer_s < math.inf):
+            raise InputError(f"min_answer_s {self.min_answer_s!r}: must be a number of seconds >= 0")
+        if not isinstance(self.slow_path_nice, int) or not 0 <= self.slow_path_nice <= 19:
+            raise InputError(f"slow_path_nice {self.slow_path_nice!r}: must be an integer in 0..19")
+        if not isinstance(self.lost_frames, int) or self.lost_frames < 1:
+            raise InputError(f"lost_frames {self.lost_frames!r}: must be an integer >= 1")
 
 
 @dataclass
 class TaskContext:
     """One question on one stream: the session view (its own timings), the answer the LLM gave, the frames
-    the question was asked about, and the stream's settings."""
+    the question was asked about, and the stream's settings. `ident` is the question's number in its stream:
+    the id of the object it finds (track, region), what `{"stop": id}` names."""
 
     session: Session
     answer: Answer
@@ -54,6 +76,7 @@ class TaskContext:
     first: list[Frame]
     fps: float
     options: StreamOptions
+    ident: int = 0
 
 
 @dataclass

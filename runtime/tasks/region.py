@@ -39,13 +39,22 @@ class RegionStream:
                float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))]
         self.frame_index = first.index
         self.label = target_phrase(ctx.question)
-        self.object = TrackedObject(0, self.label, box, probability, present=True, kind="region")
+        self.object = TrackedObject(ctx.ident, self.label, box, probability, present=True, kind="region")
         self.text = f"{self.label} is at {box_text(box)} (frame {first.index})"
 
+        self.shown = False
+
     def on_frame(self, frame: Frame) -> TaskStep:
-        if frame.index != self.frame_index:
+        """The box on the first frame this task sees: the question's first frame when the stream held its
+        frames for the answer (files), else the frame the answer arrived on (a live stream moved on; the event
+        then says which frame the box was found on, `box_frame`)."""
+        if self.shown:
             return TaskStep()
-        return TaskStep([self.object], [self.object.event(frame)])
+        self.shown = True
+        event = self.object.event(frame)
+        if frame.index != self.frame_index:
+            event["box_frame"] = self.frame_index
+        return TaskStep([self.object], [event])
 
     def status(self) -> str:
         return self.text

@@ -11,7 +11,8 @@ kept: windows best first, duplicates removed, with a `text` line ("from 3.0 s to
 an endless stream: at most the manifest's `clips` maximum of per-clip features is kept (the temporal head's
 profile takes no more), so the offline answer covers the longest span the head allows, the latest one; its
 `span_s` says which (and `clips_dropped` how many earlier clips fell out). A question longer than the head's
-text limit is cut and says so (`question_truncated`).
+text limit is cut and says so (`question_truncated`). A question asked mid-stream counts its clips from the
+first frame its task sees (`i0`, `t0`); every time it reports is the stream's.
 """
 
 from __future__ import annotations
@@ -83,13 +84,16 @@ class TemporalStream:
         self.chosen: list[Frame] = []        # the frames of the clip being filled
         self.open: list[float] | None = None  # [start_s, score at the last evaluation] of the open window
         self.closed_until = 0.0               # a new window starts no earlier than the last one ended
+        self.i0: int | None = None            # the first frame this task saw (a question asked mid-stream
+        self.t0 = 0.0                         # starts its clips there): its index and time
         self.last: Frame | None = None
         self.count = 0
         self.text = f"finding when: {self.label}"
 
     def _wanted_index(self, clip: int, k: int) -> int:
         # the frame index `clip_frame_indices` picks for sample k of clip `clip` (files: by index and fps)
-        return int(np.floor((clip * self.clip_s + (k + 0.5) * self.clip_s / self.per_clip) * self.fps))
+        return (self.i0 or 0) + int(np.floor((clip * self.clip_s + (k + 0.5) * self.clip_s / self.per_clip)
+                                             * self.fps))
 
     def _add_clip(self) -> None:
         self.feats.append(clip_features(self.session, np.stack([f.rgb for f in self.chosen])[None])[0])
@@ -97,6 +101,8 @@ class TemporalStream:
         self.chosen = []
 
     def on_frame(self, frame: Frame) -> TaskStep:
+        if self.i0 is None:
+            self.i0, self.t0 = frame.index, frame.time_s
         self.count += 1
         self.last = frame
         clip = self.n_clips
@@ -112,7 +118,7 @@ class TemporalStream:
         reaches_now = end >= len(window) * self.clip_s - self.clip_s - 1e-6
         holds = score >= self.open_score and reaches_now
         if self.open is None and holds:
-            begin = max(offset + start, self.closed_until)
+            begin = max(self.t0 + offset + start, self.closed_until)
             self.open = [begin, score]
             self.text = f"{self.label}: from {seconds_text(begin)}"
             return TaskStep(events=[{"type": "temporal", "event": "open", "time_s": round(begin, 3),
@@ -121,7 +127,7 @@ class TemporalStream:
             self.open[1] = score
             return TaskStep()
         if self.open is not None:
-            end_s = offset + end if offset + end > self.open[0] else frame.time_s
+            end_s = self.t0 + offset + end if self.t0 + offset + end > self.open[0] else frame.time_s
             return TaskStep(events=[self._close(end_s)])
         return TaskStep()
 
@@ -157,11 +163,12 @@ class TemporalStream:
         duration = min(len(self.feats) * self.clip_s, self.count / self.fps - begin)
         result = windows_from_features(self.session, self.prompt_token, np.stack(self.feats), self.question,
                                        duration)
-        windows = [[round(a + begin, 4), round(b + begin, 4), score] for a, b, score in result["windows"]]
+        at = begin + self.t0
+        windows = [[round(a + at, 4), round(b + at, 4), score] for a, b, score in result["windows"]]
         self.text = (f"{self.label}: from {seconds_text(windows[0][0])} to {seconds_text(windows[0][1])}"
                      if windows else f"{self.label}: no moment found")
         event = {"type": "temporal", "text": self.text, "windows": windows, "saliency": result["saliency"],
-                 "clip_len_s": self.clip_s, "span_s": [round(begin, 3), round(begin + duration, 3)]}
+                 "clip_len_s": self.clip_s, "span_s": [round(at, 3), round(at + duration, 3)]}
         if dropped:
             event["clips_dropped"] = dropped
         if result.get("question_truncated"):

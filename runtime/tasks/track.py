@@ -2,6 +2,15 @@
 
 Per object and frame: the presence probability (sigmoid of SAM2's object-score logit), the decoder's IoU
 prediction, and the mask and box when the object is present (probability >= `conf` and a non-empty mask).
+
+Lost and found: an object not present for `lost_frames` frames in a row is `lost` (one `object` event), and
+`found` (one event) on the first frame it is present again. "Present" is the probability and a non-empty mask
+together: the tiny model's probability stays high while the object is gone, its mask does not. While lost, the
+stream re-asks the question (`reseed`, docs/runtime.md "Two loops"): the new answer's prompt starts a new
+tracker on the current frame, its memory bank empty. Why reset rather than keep: the ring of recent memories
+holds `lost_frames` frames of "no object here" (what kept SAM2 from finding it), and slot 0, the conditioning
+frame, is where the object was before it left; the graphs have one conditioning slot, so the re-ground frame
+replaces it, and memories from before would only pull the new prompt back to the old view.
 """
 
 from __future__ import annotations
@@ -34,18 +43,41 @@ class TrackStream:
         self.options = ctx.options
         self.tracker = ctx.session.tracker(ctx.session.head_prompt(TRACK.name, ctx.answer.prompts[TRACK.name]))
         self.label = target_phrase(ctx.question)
+        self.ident = ctx.ident          # the object's id: its question's number in the stream
         self.present: bool | None = None
+        self.lost_after = ctx.options.lost_frames
+        self.absent_run = 0             # frames in a row without the object
+        self.lost = False
 
     def on_frame(self, frame: Frame) -> TaskStep:
         step = TaskStep()
         for o, r in enumerate(self.session.track_frame(self.tracker, frame.rgb)):
             present = r["score"] >= self.options.conf and r["box"] is not None
-            obj = TrackedObject(o, self.label, r["box"] if present else None, r["score"], present, iou=r["iou"],
+            obj = TrackedObject(self.ident + o, self.label, r["box"] if present else None, r["score"], present, iou=r["iou"],
                                 mask=r["mask"] if present else None)
             step.objects.append(obj)
             step.events.append(obj.event(frame, self.options.with_masks))
         self.present = any(o.present for o in step.objects)
+        step.events += self._lost_or_found(frame)
         return step
+
+    def _lost_or_found(self, frame: Frame) -> list[dict]:
+        event = {"type": "object", "object": self.ident, "label": self.label, "frame": frame.index,
+                 "time_s": round(frame.time_s, 4)}
+        if self.present:
+            was_lost, absent, self.absent_run = self.lost, self.absent_run, 0
+            self.lost = False
+            return [{**event, "event": "found", "absent_frames": absent}] if was_lost else []
+        self.absent_run += 1
+        if self.lost or self.absent_run < self.lost_after:
+            return []
+        self.lost = True
+        return [{**event, "event": "lost", "absent_frames": self.absent_run}]
+
+    def reseed(self, answer) -> None:
+        """Re-ground: a new tracker from a new answer's prompt, prompted on the next frame (memory bank reset,
+        see the module docstring); the object stays lost until it is present again."""
+        self.tracker = self.session.tracker(self.session.head_prompt(TRACK.name, answer.prompts[TRACK.name]))
 
     def status(self) -> str:
         if self.present is False:

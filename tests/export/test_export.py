@@ -65,7 +65,7 @@ def test_manifest_names_match_the_graph_files(fp32_artifacts):
         model = onnx.load(str(fp32_artifacts / g["file"]), load_external_data=False)
         for declared, actual in ((g["inputs"], model.graph.input), (g["outputs"], model.graph.output)):
             assert [t["name"] for t in declared] == [v.name for v in actual], name
-            for t, v in zip(declared, actual):
+            for t, v in zip(declared, actual, strict=True):
                 dims = [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
                 assert dims == t["shape"], (name, t["name"])
     llm_inputs = [t["name"] for t in m["graphs"][G.LLM.name]["inputs"]]

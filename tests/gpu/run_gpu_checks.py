@@ -265,7 +265,7 @@ def check_preprocess(ctx: Context, format: str, size, rng) -> None:
     checked = {}
     for label, group in (("fused", outs), ("naive", naive_outs)):
         texts, good = [], True
-        for (h, w, dt), out in zip(MODEL_INPUTS, group):
+        for (h, w, dt), out in zip(MODEL_INPUTS, group, strict=True):
             got = download(ctx, out.ptr, (3, h, w), np.float16 if dt == "f16" else np.float32)
             text, fine = within_one_level(got, ref.preprocess_reference(rgb, h, w, dt), dt)
             texts.append(text)
@@ -534,7 +534,7 @@ def check_frame_path(ctx: Context, gpu, cpu, width: int, height: int, rng) -> No
             iou = postprocess.mask_iou(got[0], want[0])
             error, good = f"mask IoU {iou:.5f}, box {got[1]} vs {want[1]}", iou >= 0.999 and got[1] == want[1]
         else:
-            pairs = list(zip(got, want)) if kind == "both" else [(got, want)]
+            pairs = list(zip(got, want, strict=True)) if kind == "both" else [(got, want)]
             diffs = [np.abs(a - b) for a, b in pairs]
             ties = sum(int((d > 1e-3).sum()) for d in diffs)  # one uint8 level at a rounding tie (mllm only)
             worst = max(float(d[d <= 1e-3].max(initial=0)) for d in diffs)
@@ -586,7 +586,7 @@ def print_table(rows: list[Row]) -> None:
         )
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
 

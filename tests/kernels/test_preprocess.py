@@ -36,7 +36,7 @@ class TestFormats:
     ):
         frame, rgb, _ = frame_factory(rng, format, width, height, pad)
         results = run(emulated, frame, outputs)
-        for (*_, dtype), out in zip(outputs, results):
+        for (*_, dtype), out in zip(outputs, results, strict=True):
             check_reference(out, rgb, dtype)
 
     @pytest.mark.parametrize("format", FORMATS)
@@ -178,7 +178,7 @@ class TestFloatResize:
         frame, rgb, _ = frame_factory(rng, format, width, height, 3)
         outs = [np.full((3, h, w), 7, DTYPES[dt]) for h, w, dt in outputs]
         preprocess(emulated, frame, [ImageOutput.from_array(o, round_u8=False) for o in outs])
-        for (*_, dtype), out in zip(outputs, outs):
+        for (*_, dtype), out in zip(outputs, outs, strict=True):
             self.check_float(out, rgb, dtype)
 
     def test_upscale_overshoot_is_not_clamped(self, emulated):

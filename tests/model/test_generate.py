@@ -92,7 +92,7 @@ def test_each_head_returns_its_result_in_source_pixels(tiny):
     tr = res.track[0]
     assert tr.masks.shape == (12, h, w) and tr.masks.dtype == bool
     assert len(tr.boxes) == len(tr.scores) == 12
-    for box, mask in zip(tr.boxes, tr.masks):
+    for box, mask in zip(tr.boxes, tr.masks, strict=True):
         assert (box is None) == (not mask.any())
     with ForceTokens(model, [ids.box_begin, ids.eos]):
         res = generate(model, tok, Video(video.frames[:1], 8.0), "where is the red circle?")

@@ -429,12 +429,12 @@ def test_tracking_a_moving_square_end_to_end():
                 assert bx is None or (0 <= bx[0] < bx[2] <= 320 and 0 <= bx[1] < bx[3] <= 180)
         # deterministic
         again = list(track(head, frames, prompt, frame_size))
-        assert all(torch.equal(a.mask_logits, b.mask_logits) and a.boxes == b.boxes for a, b in zip(clip, again))
+        assert all(torch.equal(a.mask_logits, b.mask_logits) and a.boxes == b.boxes for a, b in zip(clip, again, strict=True))
         # frame by frame equals the whole clip
         state = init_tracker_state(head, batch=2)
         steps = [track_first_frame(head, state, frames[0:1], prompt, frame_size)]
         steps += [track_next_frame(head, state, frames[t : t + 1], frame_size) for t in range(1, num_frames)]
-        for a, b in zip(clip, steps):
+        for a, b in zip(clip, steps, strict=True):
             assert a.frame_index == b.frame_index and a.boxes == b.boxes
             assert torch.equal(a.mask_logits, b.mask_logits) and torch.equal(a.object_score, b.object_score)
         # both rings wrapped: slot 0 keeps frame 0, the others the latest frames
@@ -442,7 +442,7 @@ def test_tracking_a_moving_square_end_to_end():
         assert state.pointer_frame.tolist() == [0, 6, 7, 8, 4, 5]
         # the same masks as the release's dict-based propagation with transformers' memory attention
         reference = _release_style_track(head, frames, prompt)
-    for r, want in zip(clip, reference):
+    for r, want in zip(clip, reference, strict=True):
         assert_close(r.mask_logits, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="track_first_frame"):
         track_next_frame(head, init_tracker_state(head, batch=1), frames[0:1])

@@ -247,7 +247,7 @@ def test_matcher_assigns_the_obvious_pairs():
     logits = torch.cat([_logits([0.5, 0.5, 0.5]), _logits([0.1, 0.1, 0.9])])
     targets = [torch.tensor([[0.7, 0.2], [0.2, 0.1]]), torch.tensor([[0.45, 0.3]])]
     (p0, t0), (p1, t1) = matcher(logits, spans, targets)
-    assert dict(zip(p0.tolist(), t0.tolist())) == {0: 1, 1: 0}
+    assert dict(zip(p0.tolist(), t0.tolist(), strict=True)) == {0: 1, 1: 0}
     assert p1.tolist() == [2] and t1.tolist() == [0]
     assert [len(i) for i, _ in matcher(logits, spans, [torch.zeros(0, 2), torch.zeros(0, 2)])] == [0, 0]
 

@@ -45,7 +45,7 @@ def test_prompt_has_96_visual_slots_and_one_bos_per_chunk(which, request):
     assert ids.count(1) == 3 and ids[0] == 1
     first_visual = int(p.visual_mask.nonzero()[0])
     assert ids[first_visual + 96] == 1                # "</Video>..." chunk starts with BOS
-    decoded = tok.decode([i for i, v in zip(ids, p.visual_mask) if not v], skip_special_tokens=True)
+    decoded = tok.decode([i for i, v in zip(ids, p.visual_mask, strict=True) if not v], skip_special_tokens=True)
     assert "[INST] <Video>" in decoded and "</Video>[/INST]" in decoded and "track the red circle [/INST]" in decoded
     single = build_prompt(tok, "track the red circle", num_visual_tokens=96, one_bos=True).input_ids.tolist()
     assert single.count(1) == 1 and len(single) == len(ids) - 2

@@ -122,10 +122,10 @@ def test_strips_plan_covers_every_output_once_in_cache_sized_one_thread_products
     c = 3
     p = resample.plan(1, h, w, c, height, width, "strips")
     assert p.layout == "strips" and p.slabs[0][0] == 0 and p.slabs[-1][1] == height
-    assert all(a[1] == b[0] for a, b in zip(p.slabs, p.slabs[1:]))
+    assert all(a[1] == b[0] for a, b in zip(p.slabs, p.slabs[1:], strict=False))
     columns = max(b - a for a, b in p.strips)
     vertical = np.zeros((height, h))
-    for (y0, y1), runs in zip(p.slabs, p.vertical):
+    for (y0, y1), runs in zip(p.slabs, p.vertical, strict=True):
         part = from_runs(runs, h, height)
         assert not part[:y0].any() and not part[y1:].any()
         vertical += part
@@ -137,12 +137,12 @@ def test_strips_plan_covers_every_output_once_in_cache_sized_one_thread_products
     taps = max(r.taps for runs in p.vertical for r in runs)
     assert p.span * columns * 4 <= max(resample.BUFFER_BYTES, 2 * taps * columns * 4)   # or two bands' rows
     assert p.strips[0][0] == 0 and p.strips[-1][1] == w * c and all(a % c == 0 for a, _ in p.strips)
-    assert all(a[1] == b[0] for a, b in zip(p.strips, p.strips[1:]))
+    assert all(a[1] == b[0] for a, b in zip(p.strips, p.strips[1:], strict=False))
     rows = max(y1 - y0 for y0, y1 in p.slabs)
     assert len(p.slabs) == 1 or rows * columns * 4 <= resample.SLAB_BYTES
     horizontal, base = np.zeros((width, w)), 0
-    for (a, b), subs in zip(p.strips, p.narrow):
-        assert subs[0].v0 == a and subs[-1].v1 == b and all(s.v1 == t.v0 for s, t in zip(subs, subs[1:]))
+    for (a, b), subs in zip(p.strips, p.narrow, strict=True):
+        assert subs[0].v0 == a and subs[-1].v1 == b and all(s.v1 == t.v0 for s, t in zip(subs, subs[1:], strict=False))
         for sub in subs:
             assert sub.row == (sub.v0 // c - base) * c and sub.v1 // c - base <= p.roll
             assert (sub.v1 - sub.v0) * rows * 4 <= max(resample.NARROW_BYTES, c * rows * 4)

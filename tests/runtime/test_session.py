@@ -56,9 +56,9 @@ def test_onnxruntime_fp32_equals_torch_on_held_out_clips(session, reference):
             ref = generate(model, tok, video, q.question)
             got = session.ask(q.question, video.frames, video.fps)
             assert got.token_ids == ref.token_ids and got.text == ref.text and got.task == ref.task, q.question
-            for a, b in zip(ref.region, got.region):
+            for a, b in zip(ref.region, got.region, strict=True):
                 assert box_iou(a.box_xyxy, b["box"]) >= 0.99
-            for a, b in zip(ref.temporal, got.temporal):
+            for a, b in zip(ref.temporal, got.temporal, strict=True):
                 # every window within 0.05 s at the head's resolution (snapped to the clip grid, the release's
                 # output, a value on a grid midpoint may land one clip apart), matched as sets: CG-DETR's query
                 # scores often tie to 1e-4 and then sort either way
@@ -66,9 +66,9 @@ def test_onnxruntime_fp32_equals_torch_on_held_out_clips(session, reference):
                 assert window_set_error(b["windows_raw"], a.windows_raw) <= 0.05
                 assert window_set_error(a.windows, b["windows"]) <= b["clip_len_s"] + 1e-6
                 np.testing.assert_allclose(a.saliency, b["saliency"], atol=2e-3)
-            for a, b in zip(ref.track, got.track):
-                assert min(mask_iou(x, y) for x, y in zip(a.masks, b["masks"])) >= 0.99
-                assert min(box_iou(x, y) for x, y in zip(a.boxes, b["boxes"])) >= 0.99
+            for a, b in zip(ref.track, got.track, strict=True):
+                assert min(mask_iou(x, y) for x, y in zip(a.masks, b["masks"], strict=True)) >= 0.99
+                assert min(box_iou(x, y) for x, y in zip(a.boxes, b["boxes"], strict=True)) >= 0.99
             checked.add(got.task)
     assert {"track", "region", "temporal", "none"} <= checked
 

@@ -57,12 +57,12 @@ def test_each_graph_matches_its_module(bound, fp32_artifacts):
         d = defs[name]
         example = trace_example(d)
         runner = bound.load(manifest.graph(name))
-        got = runner.run({t.name: x.numpy() for t, x in zip(d.inputs, example)})
+        got = runner.run({t.name: x.numpy() for t, x in zip(d.inputs, example, strict=True)})
         with torch.no_grad():
             want = d.module(*example)
         want = (want,) if isinstance(want, torch.Tensor) else want
         assert list(got) == [t.name for t in d.outputs]
-        for t, w in zip(d.outputs, want):
+        for t, w in zip(d.outputs, want, strict=True):
             assert got[t.name].dtype == np.float32, (name, t.name)
             np.testing.assert_allclose(got[t.name], w.numpy(), rtol=1e-5, atol=1e-5, err_msg=f"{name}.{t.name}")
         assert runner.calls == 1 and runner.seconds > 0

@@ -83,7 +83,7 @@ def test_training_path_is_the_tracker(pool):
     for b, w in enumerate(windows):
         rows = torch.nonzero(owner == b).flatten()
         tracked = list(track(head, w.pixels, head.prompt_embedding(w.boxes[0])))
-        for out, ref in zip(outputs.tracked, tracked):
+        for out, ref in zip(outputs.tracked, tracked, strict=True):
             best = out.iou[rows].argmax(dim=1)
             assert_close(out.object_score[rows], ref.object_score, atol=1e-4, rtol=1e-4)
             assert_close(out.iou[rows, best], ref.iou[:, 0], atol=1e-4, rtol=1e-4)

@@ -118,7 +118,7 @@ def temporal_inputs(model, batch: list[Sample]) -> TemporalBatch:
     text = torch.zeros(b, lq, texts[0].shape[1])
     text_mask = torch.zeros(b, lq, dtype=torch.bool)
     saliency = torch.zeros(b, lv)
-    for i, (v, t, s) in enumerate(zip(vids, texts, batch)):
+    for i, (v, t, s) in enumerate(zip(vids, texts, batch, strict=True)):
         video[i, : v.shape[0]], video_mask[i, : v.shape[0]] = v, True
         text[i, : t.shape[0]], text_mask[i, : t.shape[0]] = t, True
         saliency[i, : v.shape[0]] = s.saliency

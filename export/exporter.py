@@ -275,18 +275,24 @@ def export_artifacts(opts: ExportOptions) -> Manifest:
         manifest.parity = run_gate(model, tokenizer, defs, tmp, opts, manifest)
         manifest.parity["export"] = seconds.pop("_resources")
         manifest.parity["export_seconds"] = seconds
-        if not manifest.parity["passed"]:
-            failed_report.write_text(json.dumps(manifest.parity, indent=2))
-            reasons = "; ".join(manifest.parity["failures"][:4])
-            raise ParityFailed(f"parity gate failed ({reasons}); report in {failed_report}; nothing written to {out}")
-        manifest.write(tmp)
-        install(tmp, out, opts.force)
-        manifest.rebase(out)
-        failed_report.unlink(missing_ok=True)
+        finish(manifest, tmp, out, failed_report, opts.force)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def finish(manifest: Manifest, tmp: Path, out: Path, failed_report: Path, force: bool) -> None:
+    """The gate's verdict, then the manifest and the rename into place (both export paths end here): a failed
+    gate writes its report beside --out and raises ParityFailed with nothing at --out."""
+    if not manifest.parity["passed"]:
+        failed_report.write_text(json.dumps(manifest.parity, indent=2))
+        reasons = "; ".join(manifest.parity["failures"][:4])
+        raise ParityFailed(f"parity gate failed ({reasons}); report in {failed_report}; nothing written to {out}")
+    manifest.write(tmp)
+    install(tmp, out, force)
+    manifest.rebase(out)
+    failed_report.unlink(missing_ok=True)
 
 
 def _planned_bytes(defs: list[GraphDef], model, precision: Precision) -> int:

@@ -157,7 +157,7 @@ def export_streamed(opts: ExportOptions) -> Manifest:
     from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
 
     from .depth_gate import DERIVED
-    from .exporter import ParityFailed, build_manifest, check_free_space, graph_entry, install, save_tokenizer
+    from .exporter import build_manifest, check_free_space, finish, graph_entry, save_tokenizer
     from .streamed import fake_weights, write_graph
 
     start = time.perf_counter()
@@ -216,14 +216,7 @@ def export_streamed(opts: ExportOptions) -> Manifest:
         gate["export"] = res
         gate["export_seconds"] = {n: monitor.phases[n]["seconds"] for n in written}
         manifest.parity = gate
-        if not gate["passed"]:
-            failed_report.write_text(json.dumps(gate, indent=2))
-            reasons = "; ".join(gate["failures"][:4])
-            raise ParityFailed(f"parity gate failed ({reasons}); report in {failed_report}; nothing written to {out}")
-        manifest.write(tmp)
-        install(tmp, out, opts.force)
-        manifest.rebase(out)
-        failed_report.unlink(missing_ok=True)
+        finish(manifest, tmp, out, failed_report, opts.force)
     finally:
         reader.close()
         if tmp.exists():

@@ -1,6 +1,7 @@
 """A day-long stream in minutes: many frames through the Python API, watching memory and the frame accounting.
 
     python -m tpo.bench.soak --artifacts DIR [--frames 100000] [--size 64x48] [--question "track the red circle"]
+        [--threads 1]
 
 Frames come from a Python iterator (a disc moving over a small frame, timestamps at 30 fps), through
 `Session.stream`, every result consumed as a sink would. The resident set size (VmRSS) is sampled every
@@ -51,11 +52,12 @@ def moving_disc(frames: int, width: int, height: int) -> Iterator[np.ndarray]:
         yield cache[i % positions]
 
 
-def soak(artifacts: Path, frames: int, width: int, height: int, question: str, warmup: int, every: int) -> dict:
+def soak(artifacts: Path, frames: int, width: int, height: int, question: str, warmup: int, every: int,
+         threads: int = 1) -> dict:
     import tpo.runtime
     from tpo.runtime.sources import open_source
 
-    session = tpo.runtime.open(artifacts)
+    session = tpo.runtime.open(artifacts, threads=threads)
     stream = session.stream(open_source(moving_disc(frames, width, height), fps=30.0), question, with_masks=True)
     samples: list[tuple[int, float]] = []
     start = time.perf_counter()
@@ -77,7 +79,7 @@ def soak(artifacts: Path, frames: int, width: int, height: int, question: str, w
     timings = stream.timings
     return {
         "artifacts": str(artifacts), "frames": frames, "size": f"{width}x{height}", "question": question,
-        "task": summary["task"], "wall_s": round(wall, 1), "fps": summary["fps"],
+        "task": summary["task"], "threads": threads, "wall_s": round(wall, 1), "fps": summary["fps"],
         "fps_after_warmup": round((frames - warmup) / (time.perf_counter() - warm_t), 1) if warm_t else None,
         "rss_mb": {"after_warmup": round(warm_rss, 1) if warm_rss else None, "end": round(end_rss, 1),
                    "max": max((s for _, s in samples), default=end_rss)},
@@ -100,13 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--question", default="track the red circle")
     p.add_argument("--warmup", type=int, default=2000, help="frames before the reference RSS sample")
     p.add_argument("--every", type=int, default=1000, help="frames between RSS samples")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph (1: one core, no "
+                   "spinning pool threads beside the other work of a box)")
     p.add_argument("--out", type=Path, help="also write the JSON report here")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
     if not 0 < args.warmup < args.frames:
         print(f"tpo-soak: --warmup {args.warmup} must be between 0 and --frames {args.frames}", file=sys.stderr)
         return 2
-    report = soak(args.artifacts, args.frames, width, height, args.question, args.warmup, args.every)
+    report = soak(args.artifacts, args.frames, width, height, args.question, args.warmup, args.every,
+                  args.threads)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

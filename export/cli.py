@@ -9,22 +9,27 @@ Errors a user can cause (unknown precision, targets or config, bad opset, missin
 every argument is checked (export/options.py) before torch or the model is imported. A tensorrt target
 that cannot run here (no GPU, no TensorRT, no polygraphy) is refused the same way, before anything is
 exported, with one line and exit 4; a TensorRT build that fails after the onnx target completed also
-exits 4 (the onnx artifacts stay). A failed parity gate exits 3 and leaves no artifacts folder.
+exits 4 (the onnx artifacts stay). A failed parity gate exits 3 and leaves no artifacts folder. Ctrl-C or
+SIGTERM stops at the next step (tpo/signals.py): one line, nothing at --out, exit 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from tpo.contract import Precision
 from tpo.errors import TPOError, one_line_errors
 from tpo.model.presets import preset_names
+from tpo.signals import StopOnSignal, StopRequested
 
 from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS, ExportOptions, check_options
 
 EXIT_USAGE, EXIT_PARITY, EXIT_TENSORRT, EXIT_INTERRUPTED = 2, 3, 4, 130
+QUANTISED = (Precision.INT8.value, Precision.INT4.value)     # made by tpo-calibrate from an fp32 export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="release-layout checkpoint folder (default: the embedded tiny one)")
     p.add_argument("--config", help=f"config preset ({', '.join(preset_names())}) or JSON file "
                                     "(default: the checkpoint's own)")
-    p.add_argument("--precision", default="fp16", help="fp32 | fp16 (int8: reserved for calibration)")
+    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8 | int4 (int8/int4: an fp32 export "
+                                                       "quantised and gated by tpo-calibrate; needs "
+                                                       "--calibration-data)")
     p.add_argument("--out", type=Path, required=True, help="artifacts folder to write (refused if it exists)")
     p.add_argument("--targets", default="onnx", help=f"comma list of {', '.join(TARGETS)} (tensorrt: needs a GPU "
                                                      "and TensorRT, checked first)")
@@ -45,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", default="auto", help="auto | on | off: write graphs from the checkpoint tensor by "
                                                    "tensor (auto: when the fp32 model would not fit, e.g. "
                                                    "videochat-tpo; see docs/export.md)")
+    p.add_argument("--calibration-data", help="int8/int4: clips to calibrate on (a video, a folder of videos or "
+                                              "image folders, synthetic:N), see tpo-calibrate")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -119,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check_tensorrt:
             return check_tensorrt(args.out)
+        if args.precision in QUANTISED:
+            return export_quantised(args)
         opts = options_from_args(args)
         if "tensorrt" in opts.targets:
             from .tensorrt_probe import TensorRTUnavailable, probe_tensorrt
@@ -133,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         from .exporter import ParityFailed, export_artifacts
 
         try:
-            manifest = export_artifacts(opts)
+            with StopOnSignal():
+                manifest = export_artifacts(opts)
         except ParityFailed as e:
             print(f"tpo-export: {e}", file=sys.stderr)
             return EXIT_PARITY
+        except StopRequested as e:
+            print(f"tpo-export: {e.reason}; nothing written to {opts.out}", file=sys.stderr)
+            return e.exit_code
         except KeyboardInterrupt:
             print(f"tpo-export: interrupted; nothing written to {opts.out}", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -150,6 +165,51 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({len(manifest.graphs)} graphs, {manifest.precision.value})")
     if "tensorrt" in opts.targets:
         return tensorrt_target(manifest, args.out)
+    return 0
+
+
+def export_quantised(args: argparse.Namespace) -> int:
+    """--precision int8 / int4: the fp32 export into a hidden folder beside --out, then tpo-calibrate's
+    quantisation and gate from it into --out (calibration/calibrate.py); the fp32 folder is removed either way."""
+    import shutil
+
+    if not args.calibration_data:
+        print(f"tpo-export: --precision {args.precision} quantises from real activations: pass --calibration-data "
+              "SRC (a video, a folder of videos or image folders, or synthetic:N)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.targets.strip() != "onnx":
+        print(f"tpo-export: --precision {args.precision}: --targets onnx only for now (TensorRT engines from "
+              "QDQ graphs: see docs/export.md)", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out)
+    fp32 = out.absolute().parent / f".{out.name}.fp32-{os.getpid()}"
+    base = argparse.Namespace(**{**vars(args), "precision": "fp32", "out": fp32, "force": False})
+    opts = options_from_args(base)
+    if (out.exists() or out.is_symlink()) and not args.force:
+        print(f"tpo-export: {out}: already exists; pass --force to replace it", file=sys.stderr)
+        return EXIT_USAGE
+    from tpo.calibration.calibrate import CalibrateOptions, CalibrationFailed, calibrate
+
+    from .exporter import ParityFailed, export_artifacts
+
+    try:
+        with StopOnSignal():
+            export_artifacts(opts)
+            manifest = calibrate(CalibrateOptions(artifacts=fp32, out=out, precision=Precision(args.precision),
+                                                  data=args.calibration_data, force=args.force),
+                                 say=lambda text: print(text, file=sys.stderr))
+    except (ParityFailed, CalibrationFailed) as e:
+        print(f"tpo-export: {e}", file=sys.stderr)
+        return EXIT_PARITY
+    except StopRequested as e:
+        print(f"tpo-export: {e.reason}; nothing written to {out}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        shutil.rmtree(fp32, ignore_errors=True)
+    from tpo.calibration.cli import print_table
+
+    print_table(manifest.parity["calibration"])
+    print(f"wrote {out} ({len(manifest.graphs)} graphs, {manifest.precision.value})")
     return 0
 
 

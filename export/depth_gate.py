@@ -23,6 +23,7 @@ import torch
 
 from tpo.contract import Precision
 from tpo.contract import graphs as G
+from tpo.signals import stop_point
 
 from .parity import FP16_MAX_REL, FP32_MAX_REL, OutputParity, compare
 from .weights import CheckpointTensors, Provenance
@@ -67,6 +68,7 @@ def check_graph(ref_defn, cfg, path: Path, precision: Precision) -> dict:
     refs = []
     with torch.no_grad():
         for s in samples:
+            stop_point()
             out = ref_defn.module(*[s[t.name] for t in ref_defn.inputs])
             refs.append([o.float().numpy() for o in (out if isinstance(out, tuple) else (out,))])
     outputs = [t.name for t in ref_defn.outputs]

@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from tpo.signals import stop_point
+
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -54,7 +56,8 @@ class RssMonitor:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Time `name` and record the largest resident set seen while it ran."""
+        """Time `name` and record the largest resident set seen while it ran (a stop point first: tpo/signals.py)."""
+        stop_point()
         self._peak = rss_bytes()
         start = time.perf_counter()
         try:

@@ -71,9 +71,9 @@ def check_out(out: Path, force: bool) -> None:
 
 def check_options(opts: ExportOptions) -> None:
     """Every check that needs no model, in the order a user reads the arguments; one-line TPOErrors."""
-    if opts.precision == "int8":
-        raise ConfigError("--precision int8 is reserved for the calibration step (not implemented yet); "
-                          "use fp32 or fp16")
+    if opts.precision in ("int8", "int4", Precision.INT8, Precision.INT4):
+        raise ConfigError(f"precision {opts.precision}: an fp32 export quantised by tpo.calibration (tpo-export "
+                          f"--precision {Precision(opts.precision).value} --calibration-data SRC, or tpo-calibrate)")
     if opts.precision not in [p.value for p in EXPORTABLE]:
         raise ConfigError(f"--precision {opts.precision!r}: choose one of {', '.join(p.value for p in Precision)}")
     opts.precision = Precision(opts.precision)

@@ -16,6 +16,7 @@ import torch
 
 from tpo.contract import Precision
 from tpo.model.graphs import GraphDef
+from tpo.signals import stop_point
 
 FP32_MAX_REL = 1e-4
 # fp16 graph errors are reported, not gated: a drift that matters shows in the task metrics. This bound only
@@ -53,6 +54,7 @@ def graph_parity(defn: GraphDef, path: Path, samples: list[dict[str, torch.Tenso
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     worst: dict[str, OutputParity] = {}
     for sample in samples:
+        stop_point()
         args = [sample[t.name] for t in defn.inputs]
         ref = defn.module(*args)
         ref = ref if isinstance(ref, tuple) else (ref,)

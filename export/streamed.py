@@ -31,6 +31,7 @@ from torch import nn
 
 from tpo.contract import Precision
 from tpo.model.graphs import GraphDef
+from tpo.signals import stop_point
 
 from .onnx_export import FP16_ISLANDS, _dynamic_shapes, _quiet_loggers, name_dims
 from .weights import BLOCK_BYTES, CheckpointTensors, Recipe, cast_block, float_blocks
@@ -142,6 +143,7 @@ def write_initializers(proto: onnx.ModelProto, pending: dict[str, Recipe], reade
     with contextlib.ExitStack() as stack:
         fh = stack.enter_context(open(data_path, "wb")) if external else None
         for t in inits:
+            stop_point()
             recipe = pending[t.name]
             del t.external_data[:]
             t.data_location = onnx.TensorProto.DEFAULT

@@ -24,6 +24,7 @@ from tpo.contract import tasks as T
 from tpo.runtime.backend import OnnxRuntimeBackend
 from tpo.runtime.postprocess import box_iou, mask_iou, window_set_error
 from tpo.runtime.session import Session
+from tpo.signals import stop_point
 
 BUDGETS = {
     Precision.FP32: {"iou": 0.99, "window_s": 0.05, "score": 1e-3},
@@ -105,6 +106,7 @@ def task_parity(model, tokenizer, manifest: Manifest, clips) -> dict:
     window_budget = budget["window_s"] = budget["window_s"] if budget["window_s"] is not None else clip_s + 1e-6
     rows, failures = [], []
     for clip in clips:
+        stop_point()
         for q in clip.queries:
             video = clip.video
             if T.TASKS.get(q.task) is not None and T.TASKS[q.task].media == "image":   # asked about one frame

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from tpo.signals import stop_point
+
 from .weights import BLOCK_BYTES, Recipe
 
 NP_OF_ONNX = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.FLOAT16: np.float16,
@@ -101,6 +103,7 @@ def check_graph(path: Path, recipes: dict[str, Recipe], slices: ShardSlices, blo
     checked, nbytes, mismatches = 0, 0, []
     seen = set()
     for init in model.graph.initializer:
+        stop_point()
         recipe = recipes.get(init.name)
         if recipe is None:
             continue

@@ -17,6 +17,7 @@ and the release's original-SAM2 names (relative to the checkpoint's `sam.` prefi
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -214,6 +215,7 @@ class MaskHead(nn.Module):
                     self.sam2_config, kv_in_dim=self.config.memory_dim, rope_k_repeat=True)
                 layer.cross_attn_image.apply(sam2._init_weights)
         self.vision_encoder = sam2.vision_encoder
+        use_separable_pos_embed(self.vision_encoder.backbone, self.config.image_size // 4)
         self.prompt_encoder = sam2.prompt_encoder
         self.mask_decoder = sam2.mask_decoder
         self.memory_attention: Sam2VideoMemoryAttention = sam2.memory_attention
@@ -448,3 +450,43 @@ def _rope_attention(
     )
     out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim)  # (B, Lq, internal_dim)
     return attn.o_proj(out)
+
+
+def bicubic_matrix(n_in: int, n_out: int) -> Tensor:
+    """[n_out, n_in]: `F.interpolate(mode="bicubic", align_corners=False)` along one axis, as a matrix.
+
+    Bicubic upsampling is linear and separable, so interpolating the one-hot columns of an identity gives its
+    weights exactly (the other axis is resized 1 -> 1, which the cubic kernel leaves unchanged).
+    """
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 1, n_in, 1)
+    columns = F.interpolate(eye, size=(n_out, 1), mode="bicubic", align_corners=False)   # [n_in, 1, n_out, 1]
+    return columns.reshape(n_in, n_out).T.to(torch.float32).contiguous()
+
+
+def use_separable_pos_embed(backbone: nn.Module, grid: int) -> None:
+    """Make Hiera's background position embedding two matrix products instead of a bicubic Resize.
+
+    transformers' `Sam2HieraDetModel._get_pos_embed` resizes the 7x7 table to the stage-1 grid on every call;
+    exported, that is an ONNX Resize in mode "cubic", outside the modes the TensorRT ONNX parser documents
+    (nearest, linear; `tpo-export --check-tensorrt` flags it), and work per frame on a table that never
+    changes. The same numbers come from `rows @ table @ cols^T` with the
+    interpolation weights as constant buffers (non-persistent: the checkpoint layout is unchanged). Another grid
+    than the configured one (never fed by the graphs) takes transformers' own path.
+    """
+    table = backbone.pos_embed                                    # [1, C, th, tw]
+    th, tw = table.shape[-2:]
+    backbone.register_buffer("pos_embed_rows", bicubic_matrix(th, grid), persistent=False)   # [grid, th]
+    backbone.register_buffer("pos_embed_cols", bicubic_matrix(tw, grid), persistent=False)   # [grid, tw]
+    backbone._get_pos_embed = types.MethodType(_separable_pos_embed, backbone)   # deep copies rebind it
+
+
+def _separable_pos_embed(backbone: nn.Module, hw: tuple[int, int]) -> Tensor:
+    """`Sam2HieraDetModel._get_pos_embed` for the configured grid, as matrix products ([1, grid, grid, C])."""
+    grid = backbone.pos_embed_rows.shape[0]
+    if tuple(int(v) for v in hw) != (grid, grid):
+        return type(backbone)._get_pos_embed(backbone, hw)
+    dtype = backbone.pos_embed.dtype
+    pos = backbone.pos_embed_rows.to(dtype) @ backbone.pos_embed @ backbone.pos_embed_cols.to(dtype).T
+    window = backbone.pos_embed_window
+    pos = pos + window.tile([1, 1, grid // window.shape[-2], grid // window.shape[-1]])
+    return pos.permute(0, 2, 3, 1)

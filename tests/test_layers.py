@@ -9,13 +9,13 @@ REPO = Path(__file__).resolve().parents[1]
 FOLDERS = {"contract": "tpo/contract", "data": "data", "model": "model", "train": "train", "export": "export",
            "calibration": "calibration", "kernels": "kernels", "runtime": "runtime", "bench": "bench",
            "torch_backend": "torch_backend"}
-GROUND = {"errors", "sampling", "engine_cache"}          # tpo's own modules on the ground floor
+GROUND = {"errors", "sampling", "engine_cache", "signals"}          # tpo's own modules on the ground floor
 ALLOWED = {
     "contract": set(),
     "data": {"contract"},
     "kernels": set(),
     "model": {"contract", "data", "kernels"},
-    "calibration": {"contract", "data", "model"},
+    "calibration": {"contract", "data", "model", "runtime"},     # floor 3: runs the fp32 graphs
     "runtime": {"contract", "kernels"},
     "torch_backend": {"contract", "model", "runtime"},
     "export": {"contract", "data", "model", "calibration", "runtime", "kernels"},

@@ -36,7 +36,7 @@ def _cases(tmp):
     new = str(tmp / "new")
     return {
         "bf16": (["--precision", "bf16", "--out", new], "--precision 'bf16': choose one of fp32, fp16"),
-        "int8": (["--precision", "int8", "--out", new], "--precision int8 is reserved"),
+        "int8": (["--precision", "int8", "--out", new], "--precision int8 quantises from real activations: pass --calibration-data"),
         "opset": (["--opset", "9", "--out", new], "--opset 9: supported opsets are 18..23"),
         "targets": (["--targets", "onnx,coreml", "--out", new], "--targets onnx,coreml: choose from onnx, tensorrt"),
         "no targets": (["--targets", ",", "--out", new], "--targets : choose from"),

@@ -141,7 +141,7 @@ def test_a_subset_export_is_loadable_and_verified(tmp_path):
 # ------------------------------------------------------------------------------------------- the command
 @pytest.mark.parametrize("argv, message", [
     (["--precision", "fp8"], "--precision 'fp8'"),
-    (["--precision", "int8"], "reserved for the calibration"),
+    (["--precision", "int8"], "pass --calibration-data SRC"),
     (["--opset", "9"], "--opset 9"),
     (["--targets", "onnx,coreml"], "--targets"),
     (["--checkpoint", "/nonexistent/ckpt"], "/nonexistent/ckpt: no such checkpoint"),

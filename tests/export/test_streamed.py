@@ -255,3 +255,18 @@ def test_checkpoint_error_type_for_api_callers(small_ckpt, tmp_path):
         export_artifacts(ExportOptions(out=tmp_path / "o", checkpoint=small_ckpt, config="tiny", stream="on",
                                        progress=False))
     assert not Path(tmp_path / "o").exists()
+
+
+def test_streamed_mask_image_encoder_has_no_cubic_resize_and_lints_clean(tmp_path):
+    """With fake weights nothing folds the Hiera position table's bicubic resize: it must not be a Resize at all
+    (TensorRT's ONNX parser documents nearest and linear only), at any size; the full-size graph is the same code."""
+    from tpo.export.tensorrt_lint import lint_manifest
+
+    out = tmp_path / "o"
+    export_artifacts(ExportOptions(out=out, graphs=(G.MASK_IMAGE_ENCODER.name,), skip_task_parity=True, stream="on",
+                                   progress=False))
+    manifest = Manifest.load(out)
+    graph = onnx.load(str(manifest.path_of(manifest.graphs[G.MASK_IMAGE_ENCODER.name])), load_external_data=False)
+    modes = [a.s.decode() for n in graph.graph.node if n.op_type == "Resize" for a in n.attribute if a.name == "mode"]
+    assert "cubic" not in modes
+    assert lint_manifest(manifest) == []

@@ -466,3 +466,22 @@ def test_low_res_logits_to_frame_masks_and_boxes():
     single = torch.zeros(1, 5, 7, dtype=torch.bool)
     single[0, 3, 6] = True
     assert boxes_from_masks(single) == [(6, 3, 7, 4)]
+
+
+def test_hiera_position_embedding_is_transformers_bicubic_as_matrix_products():
+    """The separable form (no cubic Resize in the exported graph) gives transformers' bicubic table; another
+    grid still takes transformers' own path, and a deep copy uses its own weights."""
+    import copy
+
+    from transformers.models.sam2.modeling_sam2 import Sam2HieraDetModel
+
+    head = _tiny_head()
+    backbone = head.vision_encoder.backbone
+    grid = S // 4
+    for hw in ((grid, grid), (8, 8)):
+        assert_close(backbone._get_pos_embed(hw), Sam2HieraDetModel._get_pos_embed(backbone, hw), rtol=0, atol=2e-6)
+    twin = copy.deepcopy(backbone)
+    with torch.no_grad():
+        twin.pos_embed.add_(1.0)
+    assert_close(twin._get_pos_embed((grid, grid)), backbone._get_pos_embed((grid, grid)) + 1.0, rtol=0, atol=1e-5)
+    assert "pos_embed_rows" not in head.state_dict()          # the checkpoint layout is unchanged

@@ -45,7 +45,8 @@ TASK_EMBEDDING = "task_embedding.{task}"   # [H] per task
 class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
-    INT8 = "int8"        # reserved for calibration
+    INT8 = "int8"        # tpo-calibrate: QDQ int8 (vision and mask graphs), weight-only int8 (the LLM)
+    INT4 = "int4"        # tpo-calibrate: weight-only int4 LLM (MatMulNBits), the rest as int8
 
     @classmethod
     def parse(cls, value: str, where: str = "precision", error: type[Exception] = InputError) -> Precision:

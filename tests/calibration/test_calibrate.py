@@ -1,0 +1,201 @@
+"""tpo-calibrate on the tiny fp32 export: capture (record, replay, refusals), int8 / int4 graphs, the cache, the
+gate (mean and worst question), bad input as one line. Speed is measured in the report, never asserted here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+from tpo.calibration import calibrate as C
+from tpo.calibration import cli
+from tpo.calibration.capture import Captures
+from tpo.calibration.gate import agreement
+from tpo.calibration.sources import CalibrationClip, load_clips
+from tpo.contract import MANIFEST_FILE, Manifest, Precision
+from tpo.contract import graphs as G
+from tpo.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """CLI runs cache into a folder of the test session, never the user's ~/.cache."""
+    monkeypatch.setenv("TPO_CALIBRATION_CACHE", str(tmp_path_factory.getbasetemp() / "calibration-cache"))
+
+
+def _run(argv, capsys) -> tuple[int, list[str], str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, [line for line in captured.err.splitlines() if line.startswith("tpo-calibrate:")], captured.out
+
+
+@pytest.fixture(scope="module")
+def calibrated(fp32_artifacts, tmp_path_factory):
+    """int8 from two synthetic clips (the capture saved), then int4 replaying that capture."""
+    root = tmp_path_factory.mktemp("calibrated")
+    cache = root / "cache"
+    common = dict(artifacts=fp32_artifacts, samples=4, held_out=2, cache_dir=cache, threads=1)
+    int8 = C.calibrate(C.CalibrateOptions(out=root / "int8", data="synthetic:2", record_to=root / "captures",
+                                          **common), say=lambda _: None)
+    int4 = C.calibrate(C.CalibrateOptions(out=root / "int4", captures=root / "captures", precision=Precision.INT4,
+                                          **common), say=lambda _: None)
+    return SimpleNamespace(root=root, int8=int8, int4=int4, cache=cache)
+
+
+def _ops(entry) -> list[str]:
+    return [n.op_type for n in onnx.load(str(entry.path), load_external_data=False).graph.node]
+
+
+def test_int8_artifact_is_planned_gated_and_runs(calibrated, fp32_artifacts):
+    m = Manifest.load(calibrated.root / "int8")
+    m.verify()
+    assert m.precision == Precision.INT8 and m.parity["passed"]
+    for name in C.INT8_GRAPHS:
+        assert m.graphs[name].precision == Precision.INT8 and "DequantizeLinear" in _ops(m.graphs[name]), name
+    for name in (G.TASK_ROUTER.name, G.BOX_ENCODER.name, G.TEMPORAL_HEAD.name):
+        assert m.graphs[name].precision == Precision.FP32
+    llm = _ops(m.graphs[G.LLM.name])
+    assert "MatMulNBits" in llm and "QuantizeLinear" not in llm          # weight-only: activations stay fp32
+    report = m.parity["calibration"]["graphs"]
+    for name in (*C.INT8_GRAPHS, G.LLM.name):
+        row = report[name]
+        assert row["bytes"] < row["bytes_fp32"] and row["ms"] > 0 and row["ms_fp32"] > 0, (name, row)
+        assert 0 <= row["max_rel_err"] < 1.0, (name, row)
+    gate = m.parity["task_agreement"]
+    assert gate["questions"] == 8 and gate["means"]["routing"] >= 0.98 and not gate["failures"]
+    Manifest.load(fp32_artifacts).verify()            # the source untouched (its files are hard-linked)
+
+    import tpo.runtime
+
+    clip = load_clips("synthetic:1@1000", min_frames=8)[0]
+    session = tpo.runtime.open(calibrated.root / "int8", threads=1)
+    task, question, _ = clip.questions[0]
+    assert session.ask(question, clip.frames, clip.fps).task == task
+
+
+def test_int4_llm_keeps_lm_head_fp32_and_replays_the_capture(calibrated):
+    m = Manifest.load(calibrated.root / "int4")
+    assert m.precision == Precision.INT4 and m.graphs[G.LLM.name].precision == Precision.INT4
+    graph = onnx.load(str(m.graphs[G.LLM.name].path), load_external_data=False).graph
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert nbits and all(a.i == 4 for n in nbits for a in n.attribute if a.name == "bits")
+    kept = m.parity["calibration"]["graphs"][G.LLM.name]["kept_fp32"]
+    assert len(kept) == 1 and [n.op_type for n in graph.node if n.name == kept[0]] == ["MatMul"]
+    int8 = Manifest.load(calibrated.root / "int8")
+    for name in C.INT8_GRAPHS:                        # the same capture and method: the cache gave the same file
+        assert m.graphs[name].sha256 == int8.graphs[name].sha256
+        assert m.parity["calibration"]["graphs"][name].get("cached"), name
+
+
+def test_capture_round_trip_and_refusals(calibrated, tmp_path):
+    folder = calibrated.root / "captures"
+    captures = Captures.load(folder)
+    meta = json.loads((folder / "captures.json").read_text())
+    assert set(captures.graphs) >= set(C.INT8_GRAPHS) and meta["clips"] == ["clip_00000", "clip_00001"]
+    llm = captures.graphs[G.LLM.name]
+    assert {s["inputs_embeds"].shape[1] for s in llm} != {1} and any(s["inputs_embeds"].shape[1] == 1 for s in llm)
+    with pytest.raises(InputError, match="recorded from another graph"):
+        captures.check_graph(G.CONNECTOR.name, "0" * 64)
+    copy = tmp_path / "captures"
+    import shutil
+
+    shutil.copytree(folder, copy)
+    with open(copy / f"{G.CONNECTOR.name}.safetensors", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\x00" * 8)
+    with pytest.raises(Exception, match="sha256 differs"):
+        Captures.load(copy)
+
+
+class _Stub:
+    """A session whose answers are given: task, tokens and one region box per question."""
+
+    def __init__(self, boxes):
+        self.boxes = iter(boxes)
+
+    def ask(self, question, frames, fps):
+        box = next(self.boxes)
+        return SimpleNamespace(task="region", token_ids=[1, 2], results={"region": [{"box": box}]})
+
+
+def test_gate_refuses_one_broken_question_that_the_mean_hides():
+    clips = [CalibrationClip(f"c{i}", np.zeros((8, 4, 4, 3), np.uint8), 8.0, [("region", "where?", 0)])
+             for i in range(12)]
+    good = [[0, 0, 10, 10]] * 12
+    one_off = good[:11] + [[5, 5, 15, 15]]                  # IoU 0.14 on the last clip only
+    ok = agreement(_Stub(good), _Stub(good), clips, Precision.INT8)
+    bad = agreement(_Stub(good), _Stub(one_off), clips, Precision.INT8)
+    assert ok["passed"] and bad["means"]["box_iou"] > 0.9
+    assert not bad["passed"] and bad["failures"] == [
+        f"c11 'where?': box_iou {bad['worst']['box_iou']:.3f} < 0.5 (worst-case floor)"]
+
+
+def test_a_graph_that_breaks_routing_is_refused(fp32_artifacts, calibrated, tmp_path, capsys, monkeypatch):
+    real = C.quantize_weight_only
+
+    def broken(src, dst, bits, block, keep_fp32_output=None):
+        info = real(src, dst, bits, block, keep_fp32_output)
+        model = onnx.load(str(dst))
+        weight = next(n.input[1] for n in model.graph.node if n.name in info["kept_fp32"])
+        for init in model.graph.initializer:             # a wrong lm_head: the answers change
+            if init.name == weight:
+                w = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array(np.random.default_rng(0).permutation(w), init.name))
+        onnx.save(model, str(dst))
+        return info
+
+    monkeypatch.setattr(C, "quantize_weight_only", broken)
+    monkeypatch.setenv("TPO_CALIBRATION_CACHE", str(tmp_path / "cache"))      # no cached LLM to fall back on
+    out = tmp_path / "o" / "refused"
+    out.parent.mkdir()
+    code, lines, _ = _run(["--artifacts", fp32_artifacts, "--captures", calibrated.root / "captures",
+                           "--out", out, "--held-out", "2", "--samples", "4"], capsys)
+    assert code == cli.EXIT_GATE and len(lines) == 1 and "gate failed" in lines[0]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["refused.calibration-failed.json"]
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (None, ["--calibration-data", "synthetic:0"], "N must be >= 1"),
+    (None, ["--calibration-data", "synthetic:x"], "write synthetic:N"),
+    (None, [], "give --calibration-data SRC"),
+    (None, ["--calibration-data", "{tmp}/nothing"], "no such file or folder"),
+    ("empty_dir", ["--calibration-data", "{tmp}/clips"], "no videos"),
+    ("garbage_video", ["--calibration-data", "{tmp}/clips/bad.mp4"], "bad.mp4"),
+    ("short_video", ["--calibration-data", "{tmp}/clips/short.avi"], "fewer than 8 frames"),
+    (None, ["--calibration-data", "synthetic:1", "--precision", "fp16"], "tpo-calibrate makes int8, int4"),
+    (None, ["--calibration-data", "synthetic:1", "--method", "best"], "--method 'best'"),
+])
+def test_bad_input_is_one_line(fp32_artifacts, tmp_path, capsys, make, args, message):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    if make == "garbage_video":
+        (clips / "bad.mp4").write_bytes(b"not a video at all" * 100)
+    elif make == "short_video":
+        import cv2
+
+        writer = cv2.VideoWriter(str(clips / "short.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 8.0, (32, 32))
+        for _ in range(3):
+            writer.write(np.zeros((32, 32, 3), np.uint8))
+        writer.release()
+    argv = ["--artifacts", fp32_artifacts, "--out", tmp_path / "o"] + [a.format(tmp=tmp_path) for a in args]
+    code, lines, _ = _run(argv, capsys)
+    assert code == cli.EXIT_USAGE and len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_non_fp32_export_is_refused(calibrated, tmp_path, capsys):
+    code, lines, _ = _run(["--artifacts", calibrated.root / "int8", "--calibration-data", "synthetic:1",
+                           "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "calibrate an fp32 export" in lines[0]
+    assert (calibrated.root / "int8" / MANIFEST_FILE).is_file()
+
+
+def test_cache_is_keyed_by_graph_data_and_method(calibrated):
+    names = sorted(p.name for p in Path(calibrated.cache).glob("*.onnx"))
+    assert any(n.startswith(f"{G.CONNECTOR.name}-") and n.endswith("-minmax.onnx") for n in names)
+    assert any(n.startswith(f"{G.LLM.name}-") and "-w4b32" in n for n in names)
+    assert any(n.startswith(f"{G.LLM.name}-") and "-w8b32" in n for n in names)

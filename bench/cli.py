@@ -95,8 +95,11 @@ def parse(argv: list[str] | None = None):
     if bad or not backends:
         raise ArgumentError(f"--backends {' '.join(bad) or '(none)'}: choose from {', '.join(BACKENDS)}")
     precisions = _split(args.precisions)
-    if Precision.INT8.value in precisions:
-        raise ArgumentError("--precisions int8: reserved for the calibration step, not exported yet; use fp32, fp16")
+    quantised = [x for x in precisions if x in (Precision.INT8.value, Precision.INT4.value)]
+    if quantised:
+        raise ArgumentError(f"--precisions {','.join(quantised)}: the stage suite runs fp32 and fp16; int8/int4 "
+                            "graphs are measured by `python -m tpo.bench.precision --artifacts <fp32 export>` "
+                            "and in tpo-calibrate's report")
     bad = [x for x in precisions if x not in PRECISIONS]
     if bad or not precisions:
         raise ArgumentError(f"--precisions {' '.join(bad) or '(none)'}: choose from {', '.join(PRECISIONS)}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -56,6 +55,34 @@ class _Replay:
         pass
 
 
+def fold_weight_transposes(model: onnx.ModelProto) -> int:
+    """Replace each Transpose of an initializer by the transposed initializer; returns how many.
+
+    The streamed export traces with fake weights, so nothing folds `W^T` of a linear layer: every MatMul's
+    weight arrives through a Transpose node (ONNX Runtime folds it when a session loads). The quantisers only
+    quantise a MatMul whose weight IS an initializer, so the fold happens first, here."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    folded = []
+    for n in model.graph.node:
+        if n.op_type != "Transpose" or n.input[0] not in inits or uses.get(n.input[0]) != 1:
+            continue
+        perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), None)
+        value = numpy_helper.to_array(inits[n.input[0]])
+        new = numpy_helper.from_array(np.ascontiguousarray(value.transpose(perm)), n.output[0])
+        model.graph.initializer.remove(inits.pop(n.input[0]))
+        model.graph.initializer.append(new)
+        folded.append(n)
+    for n in folded:
+        model.graph.node.remove(n)
+    return len(folded)
+
+
 def _external(src: Path) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL
                for t in onnx.load(str(src), load_external_data=False).graph.initializer)
@@ -81,15 +108,21 @@ def quantize_int8(src: Path, dst: Path, samples: list[dict[str, np.ndarray]], me
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory(dir=dst.parent) as scratch, _quiet():
-        os.environ.setdefault("ORT_QUANTIZATION_TMP", scratch)
+        model = onnx.load(str(src))
+        folded = fold_weight_transposes(model)
+        external = _external(src)
+        if folded:
+            src = Path(scratch) / "folded.onnx"
+            onnx.save_model(model, str(src), save_as_external_data=external, location="folded.onnx.data")
+        del model
         quantize_static(str(src), str(dst), _Replay(samples), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(INT8_OPS), per_channel=True, reduce_range=False,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                        use_external_data_format=_external(src), extra_options=extra)
+                        use_external_data_format=external, extra_options=extra)
     model = onnx.load(str(dst), load_external_data=False)
     ops = [n.op_type for n in model.graph.node]
     return {"kind": "int8 qdq", "method": method, "samples": len(samples), "per_channel": True,
-            "quantized_ops": ops.count("DequantizeLinear"), "ops": list(INT8_OPS)}
+            "quantized_ops": ops.count("DequantizeLinear"), "ops": list(INT8_OPS), "folded_transposes": folded}
 
 
 def output_projection(model: onnx.ModelProto, output: str) -> list[str]:
@@ -115,6 +148,7 @@ def quantize_weight_only(src: Path, dst: Path, bits: int, block: int = 32, keep_
     if block not in (16, 32, 64, 128, 256):
         raise InputError(f"weight-only block {block}: one of 16, 32, 64, 128, 256")
     model = onnx.load(str(src))
+    folded = fold_weight_transposes(model)
     excluded = output_projection(model, keep_fp32_output) if keep_fp32_output else []
     with _quiet():
         quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=True,
@@ -127,5 +161,7 @@ def quantize_weight_only(src: Path, dst: Path, bits: int, block: int = 32, keep_
     else:
         onnx.save_model(out, str(dst))
     ops = [n.op_type for n in out.graph.node]
+    if not ops.count("MatMulNBits"):
+        raise InputError(f"{src.name}: no MatMul with a constant weight to quantise")
     return {"kind": f"int{bits} weight-only", "block": block, "quantized_ops": ops.count("MatMulNBits"),
-            "kept_fp32": excluded}
+            "kept_fp32": excluded, "folded_transposes": folded}

@@ -2,7 +2,7 @@
 
     tpo-export --precision fp16 --out artifacts/tiny-fp16            # the embedded tiny checkpoint
     tpo-export --checkpoint DIR --config NAME --precision fp32 --out DIR --targets onnx,tensorrt
-    tpo-export --check-tensorrt --out artifacts/tiny-fp16             # lint existing graphs for TensorRT
+    tpo-export --check-tensorrt --out artifacts/tiny-fp16 [--engine-keys 10.3.0:sm_87]   # lint (+ cache keys)
 
 Errors a user can cause (unknown precision, targets or config, bad opset, missing checkpoint, existing
 --out or one under a file, --parity-clips < 1) are one line on stderr and exit 2, within about a second:
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--check-tensorrt", action="store_true",
                    help="lint the graphs in --out for what TensorRT's ONNX parser rejects, then exit")
+    p.add_argument("--engine-keys", action="append", default=[], metavar="TRT:sm_XY",
+                   help="with --check-tensorrt: also print each graph's engine-cache key for TensorRT version TRT "
+                        "on compute capability XY (e.g. 10.3.0:sm_87 for JetPack 6 Orin); repeatable")
     p.add_argument("--parity-clips", type=int, default=2, help="synthetic clips for the parity gate (>= 1)")
     p.add_argument("--stream", default="auto", help="auto | on | off: write graphs from the checkpoint tensor by "
                                                    "tensor (auto: when the fp32 model would not fit, e.g. "
@@ -109,16 +112,39 @@ def print_summary(manifest) -> None:
               f"by {fmt(w.get('score_err'))}")
 
 
-def check_tensorrt(out: Path) -> int:
+def parse_engine_target(text: str) -> tuple[str, int, int]:
+    """"10.3.0:sm_87" -> ("10.3.0", 8, 7); one-line InputError otherwise."""
+    import re
+
+    from tpo.errors import InputError
+
+    m = re.fullmatch(r"(\d+(?:\.\d+){1,3}):sm_(\d)(\d+)", text.strip())
+    if m is None:
+        raise InputError(f"--engine-keys {text!r}: write TRT_VERSION:sm_XY, e.g. 10.3.0:sm_87")
+    return m.group(1), int(m.group(2)), int(m.group(3))
+
+
+def check_tensorrt(out: Path, engine_targets: list[str] = ()) -> int:
+    """Lint every graph for TensorRT's ONNX parser; with targets, each graph's engine-cache key there (computed
+    from the graph's sha256 and the manifest's profile: no TensorRT, no GPU)."""
     from tpo.contract import Manifest
+    from tpo.engine_cache import GpuInfo
 
     from .tensorrt_lint import lint_manifest
 
+    targets = [parse_engine_target(t) for t in engine_targets]
     manifest = Manifest.load(out)
     problems = lint_manifest(manifest)
     for line in problems:
         print(line)
     print(f"{len(problems)} problem(s) in {len(manifest.graphs)} graphs")
+    if targets:
+        from .tensorrt_build import _plan
+
+        for trt, major, minor in targets:
+            print(f"engine-cache keys, TensorRT {trt} on sm_{major}{minor}:")
+            for plan in _plan(manifest, GpuInfo(0, "(planned)", major, minor, 0), trt, None):
+                print(f"  {plan.graph:24s} {plan.key}")
     return 1 if problems else 0
 
 
@@ -127,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.check_tensorrt:
-            return check_tensorrt(args.out)
+            return check_tensorrt(args.out, args.engine_keys)
         if args.precision in QUANTISED:
             return export_quantised(args)
         opts = options_from_args(args)

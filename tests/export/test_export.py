@@ -169,6 +169,22 @@ def test_check_tensorrt_lints_the_export_clean(fp32_artifacts, capsys):
     assert "0 problem(s) in 12 graphs" in capsys.readouterr().out
 
 
+def test_check_tensorrt_prints_engine_cache_keys_without_tensorrt(fp32_artifacts, capsys):
+    from tpo.engine_cache import engine_cache_key
+    from tpo.export.tensorrt_build import profile_from_dims
+
+    m = Manifest.load(fp32_artifacts)
+    assert cli.main(["--check-tensorrt", "--out", str(fp32_artifacts), "--engine-keys", "10.3.0:sm_87"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert [name for name, _ in lines] == list(m.graphs)
+    for name, key in lines:
+        entry = m.graphs[name]
+        assert key == engine_cache_key(entry.sha256, "10.3.0", "sm_87", entry.precision,
+                                       profile_from_dims(entry.inputs, m.dims, name))
+    assert cli.main(["--check-tensorrt", "--out", str(fp32_artifacts), "--engine-keys", "ten:sm_87"]) == 2
+    assert "write TRT_VERSION:sm_XY" in capsys.readouterr().err
+
+
 def test_embeddings_file_matches_the_checkpoint(fp32_artifacts):
     import torch
     from safetensors.numpy import load_file

@@ -83,6 +83,18 @@ def _attr(node, name, default=None):
     return default
 
 
+def _external_weights_as_inputs(m) -> None:
+    """Weights kept in a side file (a graph loaded without its data, as counting does) become typed graph inputs
+    of their shape: shape inference needs their dims only, and both inferencers otherwise try to open the side
+    file relative to the working folder and give up (every MatMul of a full-size graph was left uncounted)."""
+    import onnx
+
+    external = [t for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    for t in external:
+        m.graph.initializer.remove(t)
+        m.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+
+
 def pin_inputs(model, input_shapes: dict[str, tuple[int, ...]]):
     """A copy of `model` with its inputs fixed to `input_shapes` and every shape inferred from them
     (onnxruntime's symbolic shape inference, which follows Reshape/Concat data; onnx's as the fallback)."""
@@ -100,6 +112,7 @@ def pin_inputs(model, input_shapes: dict[str, tuple[int, ...]]):
         shape.ClearField("dim")
         for d in input_shapes[inp.name]:
             shape.dim.add().dim_value = int(d)
+    _external_weights_as_inputs(m)
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
@@ -160,8 +173,9 @@ def count_model(model, input_shapes: dict[str, tuple[int, ...]],
             with contextlib.suppress(Exception):   # a failed probe: those nodes are counted as unknown
                 shapes.update(probe_shapes(model, missing, feeds))
     c = GraphCount()
-    c.weight_bytes = sum(_prod(i.dims) * ELEM_BYTES.get(i.data_type, 4) for i in g.initializer)
-    inits = {i.name for i in g.initializer}
+    weights = model.graph.initializer              # the original's: pinning turned side-file weights into inputs
+    c.weight_bytes = sum(_prod(i.dims) * ELEM_BYTES.get(i.data_type, 4) for i in weights)
+    inits = {i.name for i in weights}
     for vi in list(g.input) + list(g.output):
         if vi.name in inits:
             continue

@@ -1,6 +1,6 @@
 """An fp32 export -> a quantised export, gated: `tpo-calibrate` (and `tpo-export --precision int8|int4`).
 
-    plan        per graph what it gets (`PLAN`): int8 QDQ for the vision and mask graphs (where the FLOPs of a
+    plan        per graph what it gets (`INT8_GRAPHS`, `WEIGHT_ONLY_GRAPHS`, the rest fp32): int8 QDQ for the vision and mask graphs (where the FLOPs of a
                 frame are), weight-only int8 / int4 for the LLM (its decode step reads every weight once per
                 token: bytes, not FLOPs), fp32 kept for the small heads (router, box encoder, temporal head:
                 well under 1% of a question's time) and said so in the manifest

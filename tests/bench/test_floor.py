@@ -65,3 +65,31 @@ def test_floor_is_the_slower_of_compute_and_memory():
     assert fl["floor_s"] == pytest.approx(2.0) and fl["bound"] == "compute"
     fl = floor_seconds({"flops": 1e6, "bytes": 3e9}, peak)
     assert fl["floor_s"] == pytest.approx(3.0) and fl["bound"] == "memory"
+
+
+def test_weights_in_a_side_file_loaded_without_data_are_still_counted(tmp_path, monkeypatch):
+    """A full-size graph is counted without reading its weights: a reshape whose shape comes from the data
+    must still infer, and the MatMul behind it count (both inferencers used to give up on the side file)."""
+    m, k, n = 6, 64, 32
+    w = numpy_helper.from_array(np.ones((n, k), np.float32), "w")          # stored [out, in], transposed in-graph
+    q_bias = numpy_helper.from_array(np.ones(n // 2, np.float32), "q_bias")   # as the ViT's qkv bias is built
+    v_bias = numpy_helper.from_array(np.ones(n // 2, np.float32), "v_bias")
+    shape = numpy_helper.from_array(np.array([-1, k], np.int64), "shape")
+    model = _model([helper.make_node("Reshape", ["x", "shape"], ["x2"]),
+                    helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+                    helper.make_node("MatMul", ["x2", "wt"], ["xw"]),
+                    helper.make_node("Shape", ["v_bias"], ["v_shape"]),      # zeros_like(v_bias), as traced
+                    helper.make_node("ConstantOfShape", ["v_shape"], ["k_bias"]),
+                    helper.make_node("Concat", ["q_bias", "k_bias"], ["bias"], axis=0),
+                    helper.make_node("Add", ["xw", "bias"], ["y"])],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b", k])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, q_bias, v_bias, shape])
+    folder = tmp_path / "graph"
+    folder.mkdir()
+    onnx.save_model(model, str(folder / "g.onnx"), save_as_external_data=True, location="g.onnx.data",
+                    size_threshold=64)     # the float tensors out, the int64 shape inline (as exported)
+    monkeypatch.chdir(tmp_path)                      # not the graph's folder
+    loaded = onnx.load(str(folder / "g.onnx"), load_external_data=False)
+    c = count_model(loaded, {"x": (2, 3, k)})
+    assert c.uncounted == [] and c.matmul_flops == 2 * m * n * k
+    assert c.weight_bytes == (n * k + n) * 4 + 2 * 8 and c.io_bytes == (m * k + m * n) * 4

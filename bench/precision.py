@@ -76,7 +76,7 @@ def compare(ref_path: Path, variants: dict[str, Path], feeds: list[dict], thread
 
 def run(artifacts: Path, out: Path, graphs: tuple[str, ...], llm_layers: int, prompt: int, iters: int,
         threads: int, log=print) -> dict:
-    from tpo.calibration.quantize import quantize_int8, quantize_weight_only
+    from tpo.calibration.quantize import quantize_dynamic_int8, quantize_int8, quantize_weight_only
 
     from .full_size import SIZES, depth_llm_entries, feed_for, llm_sizes
 
@@ -103,7 +103,9 @@ def run(artifacts: Path, out: Path, graphs: tuple[str, ...], llm_layers: int, pr
             log(f"{name}: {json.dumps(report['graphs'][name])}")
         if llm_layers:
             llm = depth_llm_entries(manifest, out, (llm_layers,), log)[llm_layers]
-            variants = {}
+            q = work / f"llm-{llm_layers}.dyn8.onnx"
+            quantize_dynamic_int8(llm.path, q, keep_fp32_output="logits")
+            variants = {"int8 dynamic": q}
             for bits in (8, 4):
                 q = work / f"llm-{llm_layers}.w{bits}.onnx"
                 quantize_weight_only(llm.path, q, bits, 32, keep_fp32_output="logits")

@@ -1,13 +1,14 @@
 """An fp32 export -> a quantised export, gated: `tpo-calibrate` (and `tpo-export --precision int8|int4`).
 
-    plan        per graph what it gets (`INT8_GRAPHS`, `WEIGHT_ONLY_GRAPHS`, the rest fp32): int8 QDQ for the vision and mask graphs (where the FLOPs of a
-                frame are), weight-only int8 / int4 for the LLM (its decode step reads every weight once per
-                token: bytes, not FLOPs), fp32 kept for the small heads (router, box encoder, temporal head:
-                well under 1% of a question's time) and said so in the manifest
+    plan        per graph what it gets (`INT8_GRAPHS`, `WEIGHT_ONLY_GRAPHS`, the rest fp32): int8 QDQ for the vision
+                and mask graphs (where the FLOPs of a frame are); the LLM dynamic int8 (`--precision int8`) or
+                weight-only int4 (`int4`: its decode step reads every weight once per token, bytes not FLOPs);
+                fp32 kept for the small heads (router, box encoder, temporal head: well under 1% of a
+                question's time) and said so in the manifest
     capture     the fp32 graphs run on the calibration clips and every graph's inputs are recorded
                 (capture.py), or a recorded capture is replayed
     quantise    each planned graph from its own captured inputs; the result is cached by graph sha256 x data
-                sha256 x method (`CACHE_DIR`) and reused
+                sha256 x method (`cache_dir`) and reused
     gate        held-out clips through fp32 and quantised graphs (gate.py); past the budget: nothing at --out,
                 the report beside it, `CalibrationFailed`
     report      per graph: bytes, ONNX Runtime CPU latency of fp32 and quantised on the captured inputs (alternating
@@ -33,7 +34,7 @@ from tpo.errors import InputError, TPOError
 
 from .capture import Captures, record
 from .gate import HELD_OUT_SEED, agreement
-from .quantize import METHODS, quantize_int8, quantize_weight_only
+from .quantize import METHODS, quantize_dynamic_int8, quantize_int8, quantize_weight_only
 from .sources import load_clips
 
 INT8_GRAPHS = (G.VISION_ENCODER.name, G.VISION_ENCODER_IMAGE.name, G.CONNECTOR.name, G.MASK_IMAGE_ENCODER.name,
@@ -152,9 +153,10 @@ def _assemble(source: Manifest, captures: Captures, opts: CalibrateOptions, tmp:
         if name in INT8_GRAPHS and name in captures.graphs and captures.graphs[name]:
             captures.check_graph(name, entry.sha256)
             kind, key = "qdq8", f"{entry.sha256[:16]}-{captures.data_key(name)[:16]}-{opts.method}"
-        elif name in WEIGHT_ONLY_GRAPHS:
-            bits = 4 if opts.precision == Precision.INT4 else 8
-            kind, key = f"w{bits}", f"{entry.sha256[:16]}-w{bits}b{opts.block}"
+        elif name in WEIGHT_ONLY_GRAPHS and opts.precision == Precision.INT4:
+            kind, key = "w4", f"{entry.sha256[:16]}-w4b{opts.block}"
+        elif name in WEIGHT_ONLY_GRAPHS:          # MatMulNBits' 8-bit CPU kernel is slower than fp32 (measured)
+            kind, key = "d8", f"{entry.sha256[:16]}-d8"
         else:
             rows[name] = {"precision": "fp32", "kept": "small head (or no captured inputs): fp32 kept",
                           "bytes_fp32": _bytes(entry)}
@@ -204,6 +206,8 @@ def _quantized(name, entry, captures, opts, kind, key, cache: Path, target: Path
             return dict(info["info"], cached=True)
     if kind == "qdq8":
         info = quantize_int8(entry.path, target, captures.graphs[name], opts.method)
+    elif kind == "d8":
+        info = quantize_dynamic_int8(entry.path, target, keep_fp32_output=LM_LOGITS)
     else:
         info = quantize_weight_only(entry.path, target, int(kind[1:]), opts.block, keep_fp32_output=LM_LOGITS)
     if not (target.parent / f"{target.name}.data").exists():      # small graphs only: big ones are not cached

@@ -7,6 +7,8 @@ without a GPU; this module writes no quantiser of its own.
 - `quantize_int8`: static QDQ, per-channel int8 weights, uint8 activations (asymmetric: the u8 x s8 kernels of
   x86 VNNI / ARM dot-product), activation ranges from the captured samples by `method` (minmax, entropy,
   percentile). Only MatMul / Conv / Gemm are quantised: normalisations, softmax and the rest stay fp32.
+- `quantize_dynamic_int8`: int8 weights, activations quantised per call (no calibration): the LLM's int8, where
+  MatMulNBits' 8-bit CPU kernel is 10x slower than fp32 (measured, docs/export.md).
 - `quantize_weight_only`: block-wise (32 / 128) int4 or int8 weights of the MatMuls (RTN), activations fp32;
   the LLM's lm_head (the projection to "logits", found by shape) stays fp32.
 """
@@ -123,6 +125,29 @@ def quantize_int8(src: Path, dst: Path, samples: list[dict[str, np.ndarray]], me
     ops = [n.op_type for n in model.graph.node]
     return {"kind": "int8 qdq", "method": method, "samples": len(samples), "per_channel": True,
             "quantized_ops": ops.count("DequantizeLinear"), "ops": list(INT8_OPS), "folded_transposes": folded}
+
+
+def quantize_dynamic_int8(src: Path, dst: Path, keep_fp32_output: str | None = None) -> dict:
+    """Dynamic int8 of the MatMuls (per-channel int8 weights, activations quantised per call: ONNX Runtime's
+    MatMulInteger / DynamicQuantizeMatMul); no calibration data. The projection to `keep_fp32_output` stays fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=dst.parent) as scratch, _quiet():
+        model = onnx.load(str(src))
+        folded = fold_weight_transposes(model)
+        excluded = output_projection(model, keep_fp32_output) if keep_fp32_output else []
+        external = _external(src)
+        folded_path = Path(scratch) / "folded.onnx"
+        onnx.save_model(model, str(folded_path), save_as_external_data=external, location="folded.onnx.data")
+        del model
+        quantize_dynamic(str(folded_path), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=excluded,
+                         use_external_data_format=external)
+    ops = [n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node]
+    quantized = sum(ops.count(o) for o in ("MatMulInteger", "DynamicQuantizeMatMul"))
+    if not quantized:
+        raise InputError(f"{src.name}: no MatMul with a constant weight to quantise")
+    return {"kind": "int8 dynamic", "quantized_ops": quantized, "kept_fp32": excluded, "folded_transposes": folded}
 
 
 def output_projection(model: onnx.ModelProto, output: str) -> list[str]:

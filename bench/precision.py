@@ -104,11 +104,11 @@ def run(artifacts: Path, out: Path, graphs: tuple[str, ...], llm_layers: int, pr
         if llm_layers:
             llm = depth_llm_entries(manifest, out, (llm_layers,), log)[llm_layers]
             q = work / f"llm-{llm_layers}.dyn8.onnx"
-            quantize_dynamic_int8(llm.path, q, keep_fp32_output="logits")
+            quantize_dynamic_int8(llm.path, q, keep_fp32_output=G.LLM.output_names[0])
             variants = {"int8 dynamic": q}
             for bits in (8, 4):
                 q = work / f"llm-{llm_layers}.w{bits}.onnx"
-                quantize_weight_only(llm.path, q, bits, 32, keep_fp32_output="logits")
+                quantize_weight_only(llm.path, q, bits, 32, keep_fp32_output=G.LLM.output_names[0])
                 variants[f"int{bits} weight-only"] = q
             for phase, decode in (("prefill", False), ("decode", True)):
                 feed = feed_for(llm, llm_sizes(prompt, decode))

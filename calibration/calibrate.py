@@ -41,7 +41,7 @@ INT8_GRAPHS = (G.VISION_ENCODER.name, G.VISION_ENCODER_IMAGE.name, G.CONNECTOR.n
                G.MASK_DECODER_PROMPTED.name, G.MASK_DECODER_TRACKED.name, G.MEMORY_ENCODER.name,
                G.MEMORY_ATTENTION.name)
 WEIGHT_ONLY_GRAPHS = (G.LLM.name,)
-LM_LOGITS = "logits"         # its projection (lm_head) stays fp32 in the weight-only LLM: it decides every token
+LM_LOGITS = G.LLM.output_names[0]      # its projection (lm_head) stays fp32 in the quantised LLM: it picks every token
 PRECISIONS = (Precision.INT8, Precision.INT4)
 
 

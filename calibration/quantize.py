@@ -10,7 +10,7 @@ without a GPU; this module writes no quantiser of its own.
 - `quantize_dynamic_int8`: int8 weights, activations quantised per call (no calibration): the LLM's int8, where
   MatMulNBits' 8-bit CPU kernel is 10x slower than fp32 (measured, docs/export.md).
 - `quantize_weight_only`: block-wise (32 / 128) int4 or int8 weights of the MatMuls (RTN), activations fp32;
-  the LLM's lm_head (the projection to "logits", found by shape) stays fp32.
+  the LLM's lm_head (the projection to its logits output, found by shape) stays fp32.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def quantize_dynamic_int8(src: Path, dst: Path, keep_fp32_output: str | None = N
 
 def output_projection(model: onnx.ModelProto, output: str) -> list[str]:
     """The MatMuls whose weight (an initializer) projects to `output`'s last dimension: the LLM's lm_head for
-    "logits". Found by shape, not by node name (the dynamo exporter names nodes `node_linear_N`)."""
+    its logits. Found by shape, not by node name (the dynamo exporter names nodes `node_linear_N`)."""
     out = next((o for o in model.graph.output if o.name == output), None)
     if out is None or not out.type.tensor_type.shape.dim:
         raise InputError(f"graph has no output {output!r} to find its projection by")
@@ -165,7 +165,7 @@ def output_projection(model: onnx.ModelProto, output: str) -> list[str]:
 def quantize_weight_only(src: Path, dst: Path, bits: int, block: int = 32, keep_fp32_output: str | None = None
                          ) -> dict:
     """MatMulNBits (`bits` = 4 or 8, blocks of `block` along the input dimension) of `src` into `dst`; the
-    projection to `keep_fp32_output` (the LLM's "logits": every greedy token is its argmax) stays fp32."""
+    projection to `keep_fp32_output` (the LLM's logits: every greedy token is their argmax) stays fp32."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     if bits not in (4, 8):

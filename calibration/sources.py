@@ -39,6 +39,27 @@ class CalibrationClip:
     questions: list[tuple[str, str, int | None]] = field(default_factory=list)   # (task, question, image frame)
 
 
+def check_source(src: str | Path) -> None:
+    """The cheap checks of `src` (the form of synthetic:N, that a path exists), before a long export runs;
+    decoding and frame counts are checked by `load_clips`."""
+    text = str(src)
+    if text.startswith("synthetic:"):
+        _synthetic_spec(text)
+    elif not Path(text).exists():
+        raise InputError(f"calibration data {text}: no such file or folder")
+
+
+def _synthetic_spec(text: str) -> tuple[int, int]:
+    count, _, seed = text.split(":", 1)[1].partition("@")
+    try:
+        n, s = int(count), int(seed) if seed else CALIBRATION_SEED
+    except ValueError:
+        raise InputError(f"calibration data {text!r}: write synthetic:N or synthetic:N@SEED") from None
+    if n < 1 or s < 0:
+        raise InputError(f"calibration data {text!r}: N must be >= 1 and SEED >= 0")
+    return n, s
+
+
 def load_clips(src: str | Path, *, min_frames: int, max_frames: int = 64, max_clips: int | None = None
                ) -> list[CalibrationClip]:
     """The clips of `src` (see the module docstring); each has at least `min_frames` frames (the frames the
@@ -64,14 +85,7 @@ def load_clips(src: str | Path, *, min_frames: int, max_frames: int = 64, max_cl
 def _synthetic(text: str, max_frames: int) -> list[CalibrationClip]:
     from tpo.data.synthetic import make_clip
 
-    spec = text.split(":", 1)[1]
-    count, _, seed = spec.partition("@")
-    try:
-        n, s = int(count), int(seed) if seed else CALIBRATION_SEED
-    except ValueError:
-        raise InputError(f"calibration data {text!r}: write synthetic:N or synthetic:N@SEED") from None
-    if n < 1 or s < 0:
-        raise InputError(f"calibration data {text!r}: N must be >= 1 and SEED >= 0")
+    n, s = _synthetic_spec(text)
     out = []
     for i in range(n):
         clip = make_clip(i, s)

@@ -207,6 +207,9 @@ def export_quantised(args: argparse.Namespace) -> int:
         print(f"tpo-export: --precision {args.precision}: --targets onnx only for now (TensorRT engines from "
               "QDQ graphs: see docs/export.md)", file=sys.stderr)
         return EXIT_USAGE
+    from tpo.calibration.sources import check_source
+
+    check_source(args.calibration_data)          # before a long export, not after it
     out = Path(args.out)
     fp32 = out.absolute().parent / f".{out.name}.fp32-{os.getpid()}"
     base = argparse.Namespace(**{**vars(args), "precision": "fp32", "out": fp32, "force": False})

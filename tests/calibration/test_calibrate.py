@@ -199,3 +199,29 @@ def test_cache_is_keyed_by_graph_data_and_method(calibrated):
     assert any(n.startswith(f"{G.CONNECTOR.name}-") and n.endswith("-minmax.onnx") for n in names)
     assert any(n.startswith(f"{G.LLM.name}-") and "-w4b32" in n for n in names)
     assert any(n.startswith(f"{G.LLM.name}-") and n.endswith("-d8.onnx") for n in names)
+
+
+def test_tpo_export_int8_exports_fp32_then_calibrates(fp32_artifacts, tmp_path, capsys, monkeypatch):
+    """`tpo-export --precision int8 --calibration-data SRC`: the fp32 export goes to a hidden folder beside --out
+    (here the fixture's, copied, instead of exporting again), is calibrated into --out and removed."""
+    import shutil
+
+    from tpo.export import cli as export_cli
+    from tpo.export import exporter
+
+    seen = []
+
+    def fake_export(opts):
+        seen.append(opts)
+        shutil.copytree(fp32_artifacts, opts.out)
+        return Manifest.load(opts.out)
+
+    monkeypatch.setattr(exporter, "export_artifacts", fake_export)
+    out = tmp_path / "int8"
+    code = export_cli.main(["--precision", "int8", "--calibration-data", "synthetic:1", "--out", str(out),
+                            "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"wrote {out} (12 graphs, int8)" in printed
+    assert seen[0].precision == Precision.FP32 and seen[0].out.name.startswith(".int8.fp32-")
+    assert Manifest.load(out).precision == Precision.INT8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]          # the fp32 folder is gone

@@ -37,6 +37,8 @@ def _cases(tmp):
     return {
         "bf16": (["--precision", "bf16", "--out", new], "--precision 'bf16': choose one of fp32, fp16"),
         "int8": (["--precision", "int8", "--out", new], "--precision int8 quantises from real activations: pass --calibration-data"),
+        "int8 bad data": (["--precision", "int8", "--calibration-data", str(tmp / "nope"), "--out", new],
+                          f"calibration data {tmp / 'nope'}: no such file or folder"),
         "opset": (["--opset", "9", "--out", new], "--opset 9: supported opsets are 18..23"),
         "targets": (["--targets", "onnx,coreml", "--out", new], "--targets onnx,coreml: choose from onnx, tensorrt"),
         "no targets": (["--targets", ",", "--out", new], "--targets : choose from"),
@@ -50,7 +52,7 @@ def _cases(tmp):
     }
 
 
-CASES = ["bf16", "int8", "opset", "targets", "no targets", "out exists", "out is a file", "out under a file",
+CASES = ["bf16", "int8", "int8 bad data", "opset", "targets", "no targets", "out exists", "out is a file", "out under a file",
          "checkpoint", "parity clips", "config", "config without checkpoint"]
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from tpo.contract import MANIFEST_FILE, Manifest, Precision, sha256_file
 from tpo.contract import graphs as G
 from tpo.errors import InputError, TPOError
+from tpo.signals import stop_point
 
 from .capture import Captures, record
 from .gate import HELD_OUT_SEED, agreement
@@ -150,6 +151,7 @@ def _assemble(source: Manifest, captures: Captures, opts: CalibrateOptions, tmp:
     manifest.precision = opts.precision
     rows, cache = {}, cache_dir(opts)
     for name, entry in source.graphs.items():
+        stop_point()
         if name in INT8_GRAPHS and name in captures.graphs and captures.graphs[name]:
             captures.check_graph(name, entry.sha256)
             kind, key = "qdq8", f"{entry.sha256[:16]}-{captures.data_key(name)[:16]}-{opts.method}"

@@ -22,6 +22,7 @@ import numpy as np
 
 from tpo.contract import Manifest, sha256_file
 from tpo.errors import CheckpointError, InputError
+from tpo.signals import stop_point
 
 from .sources import CalibrationClip
 
@@ -169,6 +170,7 @@ def record(artifacts: Path, clips: list[CalibrationClip], per_graph: int = 16, s
     backend = RecordingBackend(OnnxRuntimeBackend(threads=threads), per_graph)
     session = Session(manifest, backend)
     for clip in clips:
+        stop_point()
         for _task, question, image_frame in clip.questions:
             frames = clip.frames if image_frame is None else clip.frames[min(image_frame, len(clip.frames) - 1)][None]
             session.ask(question, frames, clip.fps)

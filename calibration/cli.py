@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except StopRequested as e:
         print(f"tpo-calibrate: {e.reason}; nothing written to {args.out}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:                 # the second Ctrl-C
+        print(f"tpo-calibrate: interrupted; nothing written to {args.out}", file=sys.stderr)
+        return 130
     except TPOError as e:             # bad input, a changed or foreign artifact or capture: one line
         print(f"tpo-calibrate: {e}", file=sys.stderr)
         return EXIT_USAGE

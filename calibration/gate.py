@@ -14,6 +14,7 @@ import numpy as np
 
 from tpo.contract import Precision
 from tpo.runtime.postprocess import box_iou, mask_iou
+from tpo.signals import stop_point
 
 from .sources import CalibrationClip
 
@@ -62,6 +63,7 @@ def agreement(reference, quantized, clips: list[CalibrationClip], precision: Pre
     budget = BUDGETS[precision]
     rows = []
     for clip in clips:
+        stop_point()
         for task, question, image_frame in clip.questions:
             frames = clip.frames if image_frame is None else clip.frames[min(image_frame, len(clip.frames) - 1)][None]
             ref = reference.ask(question, frames, clip.fps)

@@ -225,3 +225,26 @@ def test_tpo_export_int8_exports_fp32_then_calibrates(fp32_artifacts, tmp_path, 
     assert seen[0].precision == Precision.FP32 and seen[0].out.name.startswith(".int8.fp32-")
     assert Manifest.load(out).precision == Precision.INT8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]          # the fp32 folder is gone
+
+
+def test_a_signal_stops_calibration_at_the_next_clip(fp32_artifacts, tmp_path, capsys, monkeypatch):
+    """Ctrl-C is a flag (tpo/signals.py) read between clips, graphs and gate questions: one line, exit 130."""
+    import os
+    import signal
+
+    from tpo.runtime.session import Session
+
+    asked = []
+    ask = Session.ask
+
+    def ask_then_ctrl_c(self, *a, **k):
+        if not asked:
+            os.kill(os.getpid(), signal.SIGINT)
+        asked.append(1)
+        return ask(self, *a, **k)
+
+    monkeypatch.setattr(Session, "ask", ask_then_ctrl_c)
+    out = tmp_path / "o"
+    code, lines, _ = _run(["--artifacts", fp32_artifacts, "--calibration-data", "synthetic:2", "--out", out], capsys)
+    assert code == 130 and lines == [f"tpo-calibrate: interrupted (SIGINT); nothing written to {out}"]
+    assert len(asked) == 4 and not out.exists()            # the first clip's questions, then the stop point

@@ -21,12 +21,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import numpy as np
 
 from tpo.contract import MANIFEST_FILE, Manifest, Precision, sha256_file
 from tpo.contract import graphs as G
@@ -35,6 +32,7 @@ from tpo.signals import stop_point
 
 from .capture import Captures, record
 from .gate import HELD_OUT_SEED, agreement
+from .measure import compare
 from .quantize import METHODS, quantize_dynamic_int8, quantize_int8, quantize_weight_only
 from .sources import load_clips
 
@@ -221,39 +219,15 @@ def _quantized(name, entry, captures, opts, kind, key, cache: Path, target: Path
     return info
 
 
-def _measure(source: Manifest, manifest: Manifest, captures: Captures, rows: dict, opts: CalibrateOptions,
-             rounds: int = 3) -> None:
-    """Per quantised graph: median latency of fp32 and quantised on the captured inputs (alternating, one
-    process) and the largest output error relative to the fp32 output's range."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if opts.threads:
-        options.intra_op_num_threads, options.inter_op_num_threads = opts.threads, 1
+def _measure(source: Manifest, manifest: Manifest, captures: Captures, rows: dict, opts: CalibrateOptions) -> None:
+    """Per quantised graph, on (up to 4 of) its captured inputs: fp32 and quantised latency, the error."""
     for name, row in rows.items():
         if row["precision"] == "fp32" or not captures.graphs.get(name):
             continue
-        a = ort.InferenceSession(str(source.graphs[name].path), options, providers=["CPUExecutionProvider"])
-        b = ort.InferenceSession(str(manifest.graphs[name].path), options, providers=["CPUExecutionProvider"])
-        feeds = captures.graphs[name][:4]
-        err, ta, tb = 0.0, [], []
-        for feed in feeds:
-            ra, rb = a.run(None, feed), b.run(None, feed)
-            for x, y in zip(ra, rb, strict=True):
-                if np.issubdtype(x.dtype, np.floating) and x.size:
-                    scale = float(np.abs(x).max()) or 1.0
-                    err = max(err, float(np.abs(x.astype(np.float64) - y).max()) / scale)
-        for _ in range(rounds):
-            for feed in feeds:
-                t = time.perf_counter()
-                a.run(None, feed)
-                ta.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                b.run(None, feed)
-                tb.append(time.perf_counter() - t)
-        row.update(max_rel_err=err, ms_fp32=round(statistics.median(ta) * 1e3, 3),
-                   ms=round(statistics.median(tb) * 1e3, 3), speedup=round(statistics.median(ta) / statistics.median(tb), 3))
+        r = compare(source.graphs[name].path, {"q": manifest.graphs[name].path}, captures.graphs[name][:4],
+                    threads=opts.threads or 1, iters=3)
+        row.update(max_rel_err=r["q"]["max_rel_err"], ms_fp32=r["fp32"]["ms"], ms=r["q"]["ms"],
+                   speedup=r["q"]["speedup"])
 
 
 def _install(tmp: Path, out: Path, force: bool) -> None:

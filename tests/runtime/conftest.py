@@ -104,3 +104,19 @@ class Helpers:
 @pytest.fixture
 def helpers() -> type[Helpers]:
     return Helpers
+
+
+@pytest.fixture(scope="module")
+def session(fp32_artifacts):
+    """The tiny fp32 export on ONNX Runtime, once per module."""
+    import tpo.runtime
+
+    return tpo.runtime.open(fp32_artifacts)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    """A held-out clip of the generator (seed 1000), with one question per task."""
+    from tpo.data.synthetic import make_clip
+
+    return make_clip(0, 1000)

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-import tpo.runtime
 from tpo.runtime import cli
 from tpo.runtime.drawing import Layout
 from tpo.runtime.results import EVENTS_FORMAT, FrameResult
@@ -22,16 +21,8 @@ from tpo.runtime.stream import Stream, stream
 from tpo.runtime.tasks import StreamOptions
 
 
-@pytest.fixture(scope="module")
-def session(fp32_artifacts):
-    return tpo.runtime.open(fp32_artifacts)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    from tpo.data.synthetic import make_clip
-
-    return make_clip(0, 1000)
+def question(clip, task: str) -> str:
+    return next(q.question for q in clip.queries if q.task == task)
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
@@ -40,10 +31,6 @@ def write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
         writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
-
-
-def question(clip, task: str) -> str:
-    return next(q.question for q in clip.queries if q.task == task)
 
 
 def run(session, source, q, **options) -> list[FrameResult]:
@@ -92,9 +79,11 @@ def test_track_a_file_yields_one_result_per_frame_and_accounts_for_every_frame(s
     assert summary["frames_in"] == summary["processed"] == 20 and summary["dropped"] == 0
     assert list(summary)[-2:] == ["wall_s", "fps"] and summary["fps"] > 0
     latency = summary["latency_ms"]
-    for stage in ("capture", "preprocess", "question_preprocess", "track_step", "postprocess", "frame_total", "consumer", "answer",
+    for stage in ("capture", "preprocess", "question_preprocess", "track_step", "postprocess", "frame_total", "answer",
                   "llm_prefill", "mask_image_encoder", "memory_attention"):
         assert latency[stage]["p50"] > 0, stage
+    # this loop consumes in well under a microsecond: its p50 may round to 0.0 ms, but every result is timed
+    assert latency["consumer"]["count"] == 20 and latency["consumer"]["max"] >= 0, latency["consumer"]
     # frame_total is the whole frame: at least its tracking step and its capture
     assert latency["frame_total"]["mean"] >= latency["track_step"]["mean"] + latency["capture"]["mean"] * 0.5
 

@@ -19,18 +19,6 @@ from tpo.runtime.tasks import StreamOptions
 from tpo.runtime.timings import Timings
 
 
-@pytest.fixture(scope="module")
-def session(fp32_artifacts):
-    return tpo.runtime.open(fp32_artifacts)
-
-
-@pytest.fixture(scope="module")
-def clip():
-    from tpo.data.synthetic import make_clip
-
-    return make_clip(0, 1000)
-
-
 def question(clip, task: str) -> str:
     return next(q.question for q in clip.queries if q.task == task)
 

@@ -24,6 +24,8 @@ from tpo.errors import TPOError, one_line_errors
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = tuple(p.value for p in EXPORTABLE)
+# made by tpo-calibrate from an fp32 export; measured when their folder is passed with --artifacts
+CALIBRATED = (Precision.INT8.value, Precision.INT4.value, Precision.MIXED.value)
 SIZES = ("tiny", "small", "videochat-tpo")
 
 
@@ -53,7 +55,9 @@ def build_parser() -> Parser:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS),
                    help=f"any of {', '.join(BACKENDS)} (space or comma separated; default all, TensorRT skipped with "
                         "a note where absent)")
-    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help="fp32 and/or fp16 (ONNX Runtime)")
+    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), help="fp32 and/or fp16 (ONNX Runtime); int8, int4, "
+                                                                             "mixed: tpo-calibrate's folders, given "
+                                                                             "with --artifacts")
     p.add_argument("--quick", action="store_true", help="tiny only, few rounds (< 2 min with cached exports)")
     p.add_argument("--sizes", nargs="+", default=None,
                    help=f"model sizes for the size table: {', '.join(SIZES)} (default all; --quick: tiny)")
@@ -95,14 +99,15 @@ def parse(argv: list[str] | None = None):
     if bad or not backends:
         raise ArgumentError(f"--backends {' '.join(bad) or '(none)'}: choose from {', '.join(BACKENDS)}")
     precisions = _split(args.precisions)
-    quantised = [x for x in precisions if x in (Precision.INT8.value, Precision.INT4.value)]
-    if quantised:
-        raise ArgumentError(f"--precisions {','.join(quantised)}: the stage suite runs fp32 and fp16; int8/int4 "
-                            "graphs are measured by `python -m tpo.bench.precision --artifacts <fp32 export>` "
-                            "and in tpo-calibrate's report")
-    bad = [x for x in precisions if x not in PRECISIONS]
+    quantised = [x for x in precisions if x in CALIBRATED]
+    if quantised and not args.artifacts:
+        raise ArgumentError(f"--precisions {','.join(quantised)}: tpo-calibrate makes those from an fp32 export; "
+                            "pass its folder and the fp32 one with --artifacts (graph by graph at full size: "
+                            "`python -m tpo.bench.precision`)")
+    bad = [x for x in precisions if x not in PRECISIONS + CALIBRATED]
     if bad or not precisions:
-        raise ArgumentError(f"--precisions {' '.join(bad) or '(none)'}: choose from {', '.join(PRECISIONS)}")
+        raise ArgumentError(f"--precisions {' '.join(bad) or '(none)'}: choose from "
+                            f"{', '.join(PRECISIONS + CALIBRATED)}")
     if Precision.FP32.value not in precisions:
         raise ArgumentError("--precisions: fp32 is required (the reference every ratio and the inputs come from)")
     sizes = _split(args.sizes) if args.sizes is not None else (["tiny"] if args.quick else list(SIZES))

@@ -1,16 +1,20 @@
-"""An fp32 export -> a quantised export, gated: `tpo-calibrate` (and `tpo-export --precision int8|int4`).
+"""An fp32 export -> a lower-precision export, gated: `tpo-calibrate` (and `tpo-export --precision
+int8|int4|fp16|auto`).
 
-    plan        per graph what it gets (`INT8_GRAPHS`, `WEIGHT_ONLY_GRAPHS`, the rest fp32): int8 QDQ for the vision
-                and mask graphs (where the FLOPs of a frame are); the LLM dynamic int8 (`--precision int8`) or
-                weight-only int4 (`int4`: its decode step reads every weight once per token, bytes not FLOPs);
-                fp32 kept for the small heads (router, box encoder, temporal head: well under 1% of a
-                question's time) and said so in the manifest
+    plan        per graph what it gets (a kind of `KINDS`). int8: QDQ for the vision and mask graphs (where the
+                FLOPs of a frame are), the LLM dynamic int8; int4: the LLM weight-only int4 (its decode step reads
+                every weight once per token: bytes, not FLOPs), the rest as int8; both keep the small heads
+                fp32 (router, box encoder, temporal head: well under 1% of a question's time) and say so in the
+                manifest. fp16: every graph in fp16 with its fp32 islands measured on the captured inputs
+                (fp16.py). auto (`--budget B`): per graph the smallest kind whose chain still passes the gate
+                at budget B (`search`); the manifest's precision is "mixed", its graphs say what each got
     capture     the fp32 graphs run on the calibration clips and every graph's inputs are recorded
                 (capture.py), or a recorded capture is replayed
     quantise    each planned graph from its own captured inputs; the result is cached by graph sha256 x data
                 sha256 x method (`cache_dir`) and reused
-    gate        held-out clips through fp32 and quantised graphs (gate.py); past the budget: nothing at --out,
-                the report beside it, `CalibrationFailed`
+    gate        held-out clips through fp32 and quantised graphs (gate.py), compared with each other and with
+                the clips' ground truth (truth.py); past the budget: nothing at --out, the report beside it,
+                `CalibrationFailed`
     report      per graph: bytes, ONNX Runtime CPU latency of fp32 and quantised on the captured inputs (alternating
                 rounds, one process), numeric error; in the manifest's `parity.calibration`
 Everything is written into a temporary folder beside --out and renamed into place when complete.
@@ -31,17 +35,26 @@ from tpo.errors import InputError, TPOError
 from tpo.signals import stop_point
 
 from .capture import Captures, record
-from .gate import HELD_OUT_SEED, agreement
+from .fp16 import FP16_ERROR_SLACK, FP16_HEADROOM, to_fp16_fixed, to_fp16_measured
+from .gate import BUDGETS, HELD_OUT_SEED, Remembered, agreement, budget_for
 from .measure import compare
 from .quantize import METHODS, quantize_dynamic_int8, quantize_int8, quantize_weight_only
 from .sources import load_clips
 
+# kind -> the precision a graph of that kind has in the manifest
+KINDS = {"qdq8": Precision.INT8, "d8": Precision.INT8, "w4": Precision.INT4, "fp16": Precision.FP16,
+         "fp32": Precision.FP32}
 INT8_GRAPHS = (G.VISION_ENCODER.name, G.VISION_ENCODER_IMAGE.name, G.CONNECTOR.name, G.MASK_IMAGE_ENCODER.name,
                G.MASK_DECODER_PROMPTED.name, G.MASK_DECODER_TRACKED.name, G.MEMORY_ENCODER.name,
                G.MEMORY_ATTENTION.name)
 WEIGHT_ONLY_GRAPHS = (G.LLM.name,)
 LM_LOGITS = G.LLM.output_names[0]      # its projection (lm_head) stays fp32 in the quantised LLM: it picks every token
-PRECISIONS = (Precision.INT8, Precision.INT4)
+PRECISIONS = (Precision.INT8, Precision.INT4, Precision.FP16, Precision.MIXED)
+AUTO = "auto"                          # the CLI's word for a searched (MIXED) artifact
+DEFAULT_BUDGET = 0.05
+FP16_SAMPLES = 4                       # captured inputs per graph the fp16 island search runs on
+QUANTISER_VERSION = 2                  # in every cache key: bumped when quantize.py / fp16.py change what they write
+FP16_METHOD = f"fp16h{FP16_HEADROOM:g}s{FP16_ERROR_SLACK:g}n{FP16_SAMPLES}"      # in its cache key
 
 
 class CalibrationFailed(TPOError):
@@ -64,6 +77,7 @@ class CalibrateOptions:
     force: bool = False
     threads: int | None = 1
     cache_dir: Path | None = None
+    budget: float = DEFAULT_BUDGET       # --precision auto: the largest drop of any agreement mean (gate.py)
 
 
 def cache_dir(opts: CalibrateOptions) -> Path:
@@ -77,7 +91,11 @@ def cache_dir(opts: CalibrateOptions) -> Path:
 
 def check_options(opts: CalibrateOptions) -> None:
     if opts.precision not in PRECISIONS:
-        raise InputError(f"--precision {opts.precision}: tpo-calibrate makes {', '.join(p.value for p in PRECISIONS)}")
+        made = ", ".join(AUTO if p == Precision.MIXED else p.value for p in PRECISIONS)
+        raise InputError(f"--precision {opts.precision}: tpo-calibrate makes {made}")
+    if not 0 < opts.budget < 1:
+        raise InputError(f"--budget {opts.budget}: a fraction in (0, 1), the largest drop of an agreement mean "
+                         "against fp32 (0.05: every mean >= 0.95)")
     if (opts.data is None) == (opts.captures is None):
         raise InputError("calibration data: give --calibration-data SRC (clips: a video, a folder, synthetic:N) "
                          "or --captures DIR (a recorded capture), one of them")
@@ -114,11 +132,21 @@ def calibrate(opts: CalibrateOptions, say=print) -> Manifest:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        manifest = _assemble(source, captures, opts, tmp, say)
         held_out = load_clips(f"synthetic:{opts.held_out}@{HELD_OUT_SEED}", min_frames=min_frames,
-                              max_frames=opts.max_frames)
-        gate = agreement(_session(source, opts), _session(manifest, opts), held_out, opts.precision)
-        manifest.parity = dict(source.parity, calibration=manifest.parity["calibration"], task_agreement=gate,
+                              max_frames=None)          # whole clips: their ground truth holds
+        reference = Remembered(_session(source, opts))
+        if opts.precision == Precision.MIXED:
+            plan, trials = search(source, captures, opts, held_out, reference, tmp.parent / f"{tmp.name}-trial", say)
+            budget = budget_for(opts.budget)
+        else:
+            plan, trials, budget = plan_for(source, captures, opts.precision), None, BUDGETS[opts.precision]
+        manifest = _assemble(source, captures, opts, tmp, say, plan)
+        gate = agreement(reference, _session(manifest, opts), held_out, budget)
+        calibration = manifest.parity["calibration"]
+        if trials is not None:
+            calibration.update(budget=opts.budget, trials=trials)
+        _measure(source, manifest, captures, calibration["graphs"], opts)
+        manifest.parity = dict(source.parity, calibration=calibration, task_agreement=gate,
                                passed=gate["passed"], failures=gate["failures"])
         failed = out.absolute().parent / f"{out.name}.calibration-failed.json"
         if not gate["passed"]:
@@ -134,6 +162,60 @@ def calibrate(opts: CalibrateOptions, say=print) -> Manifest:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def plan_for(source: Manifest, captures: Captures, precision: Precision) -> dict[str, str]:
+    """Per graph its kind (`KINDS`) for one precision (see the module docstring)."""
+    plan = {}
+    for name in source.graphs:
+        if precision == Precision.FP16:
+            plan[name] = "fp16"
+        elif name in WEIGHT_ONLY_GRAPHS:
+            plan[name] = "w4" if precision == Precision.INT4 else "d8"
+        elif name in INT8_GRAPHS and captures.graphs.get(name):
+            plan[name] = "qdq8"
+        else:
+            plan[name] = "fp32"
+    return plan
+
+
+def candidates(name: str, captured: bool) -> list[str]:
+    """The kinds `--precision auto` tries for a graph, smallest first (fp32, the fallback, is not tried)."""
+    if name in WEIGHT_ONLY_GRAPHS:
+        return ["w4", "d8", "fp16"]
+    if name in INT8_GRAPHS and captured:
+        return ["qdq8", "fp16"]
+    return ["fp16"]
+
+
+def search(source: Manifest, captures: Captures, opts: CalibrateOptions, held_out, reference, work: Path,
+           say) -> tuple[dict[str, str], list[dict]]:
+    """Greedy, largest graph first: each graph takes the smallest candidate kind with which the whole chain (the
+    graphs chosen so far, this one, the rest fp32) still passes the gate at `opts.budget` on the held-out clips;
+    fp32 when none does. Every trial is kept for the report."""
+    budget = budget_for(opts.budget)
+    plan = {name: "fp32" for name in source.graphs}
+    trials = []
+    try:
+        for name in sorted(source.graphs, key=lambda n: -_bytes(source.graphs[n])):
+            for kind in candidates(name, bool(captures.graphs.get(name))):
+                stop_point()
+                trial = dict(plan, **{name: kind})
+                if work.exists():
+                    shutil.rmtree(work)
+                work.mkdir()
+                gate = agreement(reference, _session(_assemble(source, captures, opts, work, lambda _: None, trial),
+                                                     opts), held_out, budget)
+                trials.append({"graph": name, "kind": kind, "passed": gate["passed"], "means": gate["means"],
+                               "failures": gate["failures"][:3]})
+                say(f"auto: {name} {kind}: {'kept' if gate['passed'] else 'over budget'} ("
+                    + ", ".join(f"{k} {v:.3f}" for k, v in gate["means"].items()) + ")")
+                if gate["passed"]:
+                    plan = trial
+                    break
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return plan, trials
+
+
 def _session(manifest: Manifest, opts: CalibrateOptions):
     from tpo.runtime.backend import OnnxRuntimeBackend
     from tpo.runtime.session import Session
@@ -141,8 +223,9 @@ def _session(manifest: Manifest, opts: CalibrateOptions):
     return Session(manifest, OnnxRuntimeBackend(threads=opts.threads))
 
 
-def _assemble(source: Manifest, captures: Captures, opts: CalibrateOptions, tmp: Path, say) -> Manifest:
-    """Copy the fp32 artifact into `tmp`, replacing each planned graph by its quantised form; the report rows."""
+def _assemble(source: Manifest, captures: Captures, opts: CalibrateOptions, tmp: Path, say,
+              plan: dict[str, str]) -> Manifest:
+    """Copy the fp32 artifact into `tmp`, each graph replaced by its `plan` kind; the report rows."""
     shutil.copytree(source.root, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
     (tmp / MANIFEST_FILE).unlink()                  # a link to the source's: written anew, never through it
     manifest = Manifest.from_json(source.to_json(), tmp)
@@ -150,36 +233,36 @@ def _assemble(source: Manifest, captures: Captures, opts: CalibrateOptions, tmp:
     rows, cache = {}, cache_dir(opts)
     for name, entry in source.graphs.items():
         stop_point()
-        if name in INT8_GRAPHS and name in captures.graphs and captures.graphs[name]:
-            captures.check_graph(name, entry.sha256)
-            kind, key = "qdq8", f"{entry.sha256[:16]}-{captures.data_key(name)[:16]}-{opts.method}"
-        elif name in WEIGHT_ONLY_GRAPHS and opts.precision == Precision.INT4:
-            kind, key = "w4", f"{entry.sha256[:16]}-w4b{opts.block}"
-        elif name in WEIGHT_ONLY_GRAPHS:          # MatMulNBits' 8-bit CPU kernel is slower than fp32 (measured)
-            kind, key = "d8", f"{entry.sha256[:16]}-d8"
-        else:
-            rows[name] = {"precision": "fp32", "kept": "small head (or no captured inputs): fp32 kept",
-                          "bytes_fp32": _bytes(entry)}
+        kind = plan[name]
+        if kind == "fp32":
+            rows[name] = {"precision": "fp32", "bytes_fp32": _bytes(entry),
+                          "kept": "small head (or no captured inputs): fp32 kept" if opts.precision != Precision.MIXED
+                          else "no smaller kind within the budget"}
             continue
+        if kind in ("qdq8", "fp16") and captures.graphs.get(name):
+            captures.check_graph(name, entry.sha256)
+        key = {"qdq8": f"{captures.data_key(name)[:16]}-{opts.method}" if captures.graphs.get(name) else "",
+               "fp16": f"{captures.data_key(name)[:16]}-{FP16_METHOD}" if captures.graphs.get(name) else "fp16-fixed",
+               "w4": f"w4b{opts.block}", "d8": "d8"}[kind]
         start = time.perf_counter()
         target = tmp / f"{name}.onnx"
         for stale in (target, tmp / f"{name}.onnx.data"):
             stale.unlink(missing_ok=True)
-        info = _quantized(name, entry, captures, opts, kind, key, cache, target)
+        info = _quantized(name, entry, captures, opts, kind, f"{entry.sha256[:16]}-{key}-v{QUANTISER_VERSION}", cache,
+                          target)
         seconds = time.perf_counter() - start
         extra = {p.name: sha256_file(p) for p in [tmp / f"{name}.onnx.data"] if p.is_file()}
-        precision = Precision.INT4 if kind == "w4" else Precision.INT8
+        islands = tuple(info.get("op_islands", ())) + tuple(info.get("node_islands", ()))
         new = replace(manifest.graphs[name], file=target.name, sha256=sha256_file(target),
-                      bytes=target.stat().st_size, precision=precision, extra_files=extra, fp32_islands=())
+                      bytes=target.stat().st_size, precision=KINDS[kind], extra_files=extra, fp32_islands=islands)
         manifest.graphs[name] = new
         rows[name] = {"precision": info["kind"], **info, "seconds": round(seconds, 1), "bytes_fp32": _bytes(entry),
                       "bytes": _bytes(new)}
         say(f"{name}: {info['kind']}, {rows[name]['bytes_fp32'] / 1e6:.1f} -> {rows[name]['bytes'] / 1e6:.1f} MB"
             f"{' (cached)' if info.get('cached') else ''}")
-    _measure(source, manifest, captures, rows, opts)
     manifest.parity = {"calibration": {"precision": opts.precision.value, "method": opts.method,
                                        "block": opts.block, "source": captures.source, "clips": captures.clips,
-                                       "graphs": rows}}
+                                       "plan": plan, "graphs": rows}}
     return manifest
 
 
@@ -206,6 +289,10 @@ def _quantized(name, entry, captures, opts, kind, key, cache: Path, target: Path
             return dict(info["info"], cached=True)
     if kind == "qdq8":
         info = quantize_int8(entry.path, target, captures.graphs[name], opts.method)
+    elif kind == "fp16" and captures.graphs.get(name):
+        info = to_fp16_measured(entry.path, target, captures.graphs[name][:FP16_SAMPLES], opts.threads or 1)
+    elif kind == "fp16":                       # no captured inputs (a head no clip triggered): the fixed list
+        info = to_fp16_fixed(entry.path, target)
     elif kind == "d8":
         info = quantize_dynamic_int8(entry.path, target, keep_fp32_output=LM_LOGITS)
     else:

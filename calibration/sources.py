@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tpo.data.synthetic import Clip, Query
 from tpo.errors import InputError
 
 CALIBRATION_SEED = 777
@@ -37,6 +38,10 @@ class CalibrationClip:
     frames: np.ndarray                  # uint8 [T, H, W, 3] RGB
     fps: float
     questions: list[tuple[str, str, int | None]] = field(default_factory=list)   # (task, question, image frame)
+    # the generator's clips only: the clip with its ground truth and the Query behind each of `questions`
+    # (set only when every frame of the clip is kept: a cut clip's spans and masks are not its ground truth)
+    truth: Clip | None = None
+    queries: list[Query] = field(default_factory=list)
 
 
 def check_source(src: str | Path) -> None:
@@ -60,10 +65,10 @@ def _synthetic_spec(text: str) -> tuple[int, int]:
     return n, s
 
 
-def load_clips(src: str | Path, *, min_frames: int, max_frames: int = 64, max_clips: int | None = None
+def load_clips(src: str | Path, *, min_frames: int, max_frames: int | None = 64, max_clips: int | None = None
                ) -> list[CalibrationClip]:
     """The clips of `src` (see the module docstring); each has at least `min_frames` frames (the frames the
-    vision graph takes) and at most `max_frames` (the first ones)."""
+    vision graph takes) and at most `max_frames` (the first ones; None: every frame)."""
     text = str(src)
     if text.startswith("synthetic:"):
         clips = _synthetic(text, max_frames)
@@ -82,18 +87,22 @@ def load_clips(src: str | Path, *, min_frames: int, max_frames: int = 64, max_cl
     return clips
 
 
-def _synthetic(text: str, max_frames: int) -> list[CalibrationClip]:
+def _synthetic(text: str, max_frames: int | None) -> list[CalibrationClip]:
+    """The generator's clips, one question per task (its first), with their ground truth when uncut."""
     from tpo.data.synthetic import make_clip
 
     n, s = _synthetic_spec(text)
     out = []
     for i in range(n):
         clip = make_clip(i, s)
-        seen: dict[str, tuple[str, str, int | None]] = {}
+        first: dict[str, Query] = {}
         for q in clip.queries:
-            seen.setdefault(q.task, (q.task, q.question, q.frame))
+            first.setdefault(q.task, q)
+        queries = list(first.values())
+        whole = max_frames is None or clip.num_frames <= max_frames
         out.append(CalibrationClip(clip.name, np.ascontiguousarray(clip.frames[:max_frames]), float(clip.fps),
-                                   list(seen.values())))
+                                   [(q.task, q.question, q.frame) for q in queries],
+                                   truth=clip if whole else None, queries=queries if whole else []))
     return out
 
 
@@ -110,7 +119,7 @@ def _clip_paths(path: Path) -> list[Path]:
     return paths
 
 
-def _read(path: Path, max_frames: int) -> CalibrationClip:
+def _read(path: Path, max_frames: int | None) -> CalibrationClip:
     from tpo.runtime.sources import open_source
 
     try:

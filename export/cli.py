@@ -29,7 +29,8 @@ from tpo.signals import StopOnSignal, StopRequested
 from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TARGETS, ExportOptions, check_options
 
 EXIT_USAGE, EXIT_PARITY, EXIT_TENSORRT, EXIT_INTERRUPTED = 2, 3, 4, 130
-QUANTISED = (Precision.INT8.value, Precision.INT4.value)     # made by tpo-calibrate from an fp32 export
+# made by tpo-calibrate from an fp32 export (fp16 too when --calibration-data is given: islands measured)
+QUANTISED = (Precision.INT8.value, Precision.INT4.value, "auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="release-layout checkpoint folder (default: the embedded tiny one)")
     p.add_argument("--config", help=f"config preset ({', '.join(preset_names())}) or JSON file "
                                     "(default: the checkpoint's own)")
-    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8 | int4 (int8/int4: an fp32 export "
-                                                       "quantised and gated by tpo-calibrate; needs "
-                                                       "--calibration-data)")
+    p.add_argument("--precision", default="fp16", help="fp32 | fp16 | int8 | int4 | auto (int8/int4/auto, and fp16 "
+                                                       "with --calibration-data: an fp32 export made smaller and "
+                                                       "gated by tpo-calibrate)")
+    p.add_argument("--budget", type=float, default=None, help="--precision auto: the largest drop of any task "
+                                                               "agreement mean against fp32 (see tpo-calibrate)")
     p.add_argument("--out", type=Path, required=True, help="artifacts folder to write (refused if it exists)")
     p.add_argument("--targets", default="onnx", help=f"comma list of {', '.join(TARGETS)} (tensorrt: needs a GPU "
                                                      "and TensorRT, checked first)")
@@ -55,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", default="auto", help="auto | on | off: write graphs from the checkpoint tensor by "
                                                    "tensor (auto: when the fp32 model would not fit, e.g. "
                                                    "videochat-tpo; see docs/export.md)")
-    p.add_argument("--calibration-data", help="int8/int4: clips to calibrate on (a video, a folder of videos or "
-                                              "image folders, synthetic:N), see tpo-calibrate")
+    p.add_argument("--calibration-data", help="int8/int4/auto (fp16: measured islands): clips to calibrate on (a "
+                                              "video, a folder of videos or image folders, synthetic:N), see "
+                                              "tpo-calibrate")
     p.add_argument("--json", action="store_true", help="print the parity report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -154,8 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check_tensorrt:
             return check_tensorrt(args.out, args.engine_keys)
-        if args.precision in QUANTISED:
+        if args.precision in QUANTISED or (args.precision == Precision.FP16.value and args.calibration_data):
             return export_quantised(args)
+        if args.budget is not None:
+            print("tpo-export: --budget goes with --precision auto", file=sys.stderr)
+            return EXIT_USAGE
         opts = options_from_args(args)
         if "tensorrt" in opts.targets:
             from .tensorrt_probe import TensorRTUnavailable, probe_tensorrt
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export_quantised(args: argparse.Namespace) -> int:
-    """--precision int8 / int4: the fp32 export into a hidden folder beside --out, then tpo-calibrate's
+    """--precision int8 / int4 / auto (fp16 with --calibration-data): the fp32 export into a hidden folder beside --out, then tpo-calibrate's
     quantisation and gate from it into --out (calibration/calibrate.py); the fp32 folder is removed either way."""
     import shutil
 
@@ -217,15 +224,17 @@ def export_quantised(args: argparse.Namespace) -> int:
     if (out.exists() or out.is_symlink()) and not args.force:
         print(f"tpo-export: {out}: already exists; pass --force to replace it", file=sys.stderr)
         return EXIT_USAGE
-    from tpo.calibration.calibrate import CalibrateOptions, CalibrationFailed, calibrate
+    from tpo.calibration.calibrate import DEFAULT_BUDGET, CalibrateOptions, CalibrationFailed, calibrate
+    from tpo.calibration.cli import parse_precision
 
     from .exporter import ParityFailed, export_artifacts
 
     try:
         with StopOnSignal():
             export_artifacts(opts)
-            manifest = calibrate(CalibrateOptions(artifacts=fp32, out=out, precision=Precision(args.precision),
-                                                  data=args.calibration_data, force=args.force),
+            manifest = calibrate(CalibrateOptions(artifacts=fp32, out=out, precision=parse_precision(args.precision),
+                                                  data=args.calibration_data, force=args.force,
+                                                  budget=DEFAULT_BUDGET if args.budget is None else args.budget),
                                  say=lambda text: print(text, file=sys.stderr))
     except (ParityFailed, CalibrationFailed) as e:
         print(f"tpo-export: {e}", file=sys.stderr)

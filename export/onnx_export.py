@@ -19,21 +19,14 @@ from pathlib import Path
 import onnx
 import torch
 
+# FP16_ISLANDS: op types kept in fp32 under --precision fp16, declared beside the measured search that replaces
+# them per graph (tpo-calibrate --precision fp16); streamed.py takes it from here. See docs/export.md.
+from tpo.calibration.fp16 import FP16_ISLANDS
 from tpo.model.graphs import GraphDef
 
 from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset  # noqa: F401  (re-exported)
 
 EXTERNAL_DATA_BYTES = 1_800_000_000   # parameters above this: weights in a side file (protobuf's limit: 2 GB)
-
-# fp32 islands: op types kept in fp32 under --precision fp16. Normalisations and softmax are the classic
-# overflow/underflow points (sums of squares, exp); the rest are ops whose fp16 kernels ORT lacks or that
-# feed integer logic. Measured per graph by the parity gate; see docs/export.md.
-FP16_ISLANDS = (
-    "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "Softmax", "ReduceMean",
-    "Pow", "Sqrt", "Reciprocal", "Erf", "Exp", "Log", "Sigmoid", "Resize", "Range", "CumSum", "TopK",
-    "Min", "Max", "Upsample", "ReduceSum", "ArgMax",
-)
-
 
 def _dynamic_shapes(graph: GraphDef) -> tuple:
     """torch.export dynamic-shape spec: AUTO on every symbolic dimension (relations such as

@@ -75,7 +75,7 @@ def check_options(opts: ExportOptions) -> None:
         raise ConfigError(f"precision {opts.precision}: an fp32 export quantised by tpo.calibration (tpo-export "
                           f"--precision {Precision(opts.precision).value} --calibration-data SRC, or tpo-calibrate)")
     if opts.precision not in [p.value for p in EXPORTABLE]:
-        raise ConfigError(f"--precision {opts.precision!r}: choose one of {', '.join(p.value for p in Precision)}")
+        raise ConfigError(f"--precision {opts.precision!r}: choose one of fp32, fp16, int8, int4, auto")
     opts.precision = Precision(opts.precision)
     unknown = [t for t in opts.targets if t not in TARGETS]
     if unknown or not opts.targets:

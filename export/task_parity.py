@@ -22,7 +22,7 @@ import numpy as np
 from tpo.contract import Manifest, Precision
 from tpo.contract import tasks as T
 from tpo.runtime.backend import OnnxRuntimeBackend
-from tpo.runtime.postprocess import box_iou, mask_iou, window_set_error
+from tpo.runtime.postprocess import box_iou, mask_iou, near_tied, window_set_error
 from tpo.runtime.session import Session
 from tpo.signals import stop_point
 
@@ -48,7 +48,7 @@ def window_ranking(ref: list[list[float]], got: list[list[float]], tie: float, a
         same = len(ref) == len(got)
         return {"top1_err_s": 0.0 if same else float("inf"), "near_tie": False, "rank_swaps": 0,
                 "score_err": 0.0 if same else float("inf")}
-    tied = [w for w in ref if ref[0][2] - w[2] <= tie]
+    tied = near_tied(ref, tie)
     partner = [min(range(len(got)), key=lambda j, w=w: _window_err(w, got[j])) for w in ref]
     swaps = sum(1 for i in range(len(ref)) for j in range(i + 1, len(ref))
                 if ref[i][2] - ref[j][2] > tie and _window_err(ref[i], ref[j]) > apart_s and partner[i] > partner[j])

@@ -83,6 +83,12 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+def near_tied(windows: list[list[float]], tie: float) -> list[list[float]]:
+    """The windows ([[start, end, score], ...] best first) scored within `tie` of the best: the answers a model
+    cannot tell apart, so any of them is a right top-1 for a comparison (both gates judge top-1 this way)."""
+    return [w for w in windows if windows[0][2] - w[2] <= tie] if windows else []
+
+
 def window_set_error(a: list[list[float]], b: list[list[float]], score_tol: float = 1e-3) -> float:
     """Seconds by which window lists a and b ([[start, end, score], ...]) disagree: for each window of a, the
     nearest window of b with a score within `score_tol`; the worst of those (inf if one has no partner).

@@ -39,7 +39,7 @@ def load_model(checkpoint: str | None, config: str | None):
 
 
 def print_report(result: dict) -> None:
-    from .metrics import format_table
+    from tpo.data.metrics import format_table
 
     c = result["counts"]
     print(f"checkpoint {result['checkpoint']}")

@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tpo.contract.tasks import CHAT, TASKS
+from tpo.data import metrics
 from tpo.data.synthetic import ROUTES, Clip, Query
 from tpo.data.synthetic import TASKS as DATA_TASKS
 from tpo.errors import InputError
 from tpo.model.generate import GenerationResult, generate
 from tpo.model.preprocess import Video
 
-from . import metrics
 from .heads import Scorer, train_head
 
 MISS_RULE = ("metrics cover all queries of a task; a query whose first trigger is not its route scores "

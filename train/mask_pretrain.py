@@ -41,13 +41,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoAttention
 
+from tpo.data.metrics import jf_score, tracking_precision, tracking_success_auc
 from tpo.data.synthetic import Clip, SceneConfig, make_clip
 from tpo.errors import ConfigError
 from tpo.model.mask_head import NO_OBJECT_SCORE, ImageFeatures, MaskHead
 from tpo.model.mask_tracker import track_clip
 from tpo.model.preprocess import mask_pixels
 
-from .metrics import jf_score, tracking_precision, tracking_success_auc
 from .schedule import loss_summary, warmup_cosine
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # as `TPOConfig.pixel_mean` / `pixel_std`

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpo.data import metrics
 from tpo.data.synthetic import CATEGORIES, Clip, make_clip
 from tpo.errors import InputError, TPOError
 
-from . import metrics
 from .sample import frames_to_pixels, resize_frames
 from .vision_pretrain import SUB, VisionPool
 

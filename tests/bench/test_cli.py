@@ -9,7 +9,7 @@ from tpo.bench.cli import main, parse
 
 @pytest.mark.parametrize("argv, needle", [
     (["--out", "X", "--backends", "tensorflow"], "--backends tensorflow"),
-    (["--out", "X", "--precisions", "int8"], "int8/int4 graphs are measured by"),
+    (["--out", "X", "--precisions", "fp32,int8"], "pass its folder and the fp32 one with --artifacts"),
     (["--out", "X", "--precisions", "bf16"], "--precisions bf16"),
     (["--out", "X", "--precisions", "fp16"], "fp32 is required"),
     (["--out", "X", "--threads", "0"], "--threads 0"),

@@ -21,29 +21,10 @@ from tpo.contract import graphs as G
 from tpo.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def _own_cache(tmp_path_factory, monkeypatch):
-    """CLI runs cache into a folder of the test session, never the user's ~/.cache."""
-    monkeypatch.setenv("TPO_CALIBRATION_CACHE", str(tmp_path_factory.getbasetemp() / "calibration-cache"))
-
-
 def _run(argv, capsys) -> tuple[int, list[str], str]:
     code = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()
     return code, [line for line in captured.err.splitlines() if line.startswith("tpo-calibrate:")], captured.out
-
-
-@pytest.fixture(scope="module")
-def calibrated(fp32_artifacts, tmp_path_factory):
-    """int8 from two synthetic clips (the capture saved), then int4 replaying that capture."""
-    root = tmp_path_factory.mktemp("calibrated")
-    cache = root / "cache"
-    common = dict(artifacts=fp32_artifacts, samples=4, held_out=2, cache_dir=cache, threads=1)
-    int8 = C.calibrate(C.CalibrateOptions(out=root / "int8", data="synthetic:2", record_to=root / "captures",
-                                          **common), say=lambda _: None)
-    int4 = C.calibrate(C.CalibrateOptions(out=root / "int4", captures=root / "captures", precision=Precision.INT4,
-                                          **common), say=lambda _: None)
-    return SimpleNamespace(root=root, int8=int8, int4=int4, cache=cache)
 
 
 def _ops(entry) -> list[str]:
@@ -166,7 +147,9 @@ def test_a_graph_that_breaks_routing_is_refused(fp32_artifacts, calibrated, tmp_
     ("empty_dir", ["--calibration-data", "{tmp}/clips"], "no videos"),
     ("garbage_video", ["--calibration-data", "{tmp}/clips/bad.mp4"], "bad.mp4"),
     ("short_video", ["--calibration-data", "{tmp}/clips/short.avi"], "fewer than 8 frames"),
-    (None, ["--calibration-data", "synthetic:1", "--precision", "fp16"], "tpo-calibrate makes int8, int4"),
+    (None, ["--calibration-data", "synthetic:1", "--precision", "fp32"], "tpo-calibrate makes int8, int4, fp16, auto"),
+    (None, ["--calibration-data", "synthetic:1", "--precision", "mixed"], "ask for auto"),
+    (None, ["--calibration-data", "synthetic:1", "--precision", "auto", "--budget", "0"], "--budget 0.0: a fraction"),
     (None, ["--calibration-data", "synthetic:1", "--method", "best"], "--method 'best'"),
 ])
 def test_bad_input_is_one_line(fp32_artifacts, tmp_path, capsys, make, args, message):
@@ -196,9 +179,9 @@ def test_a_non_fp32_export_is_refused(calibrated, tmp_path, capsys):
 
 def test_cache_is_keyed_by_graph_data_and_method(calibrated):
     names = sorted(p.name for p in Path(calibrated.cache).glob("*.onnx"))
-    assert any(n.startswith(f"{G.CONNECTOR.name}-") and n.endswith("-minmax.onnx") for n in names)
+    assert any(n.startswith(f"{G.CONNECTOR.name}-") and "-minmax-v" in n for n in names)
     assert any(n.startswith(f"{G.LLM.name}-") and "-w4b32" in n for n in names)
-    assert any(n.startswith(f"{G.LLM.name}-") and n.endswith("-d8.onnx") for n in names)
+    assert any(n.startswith(f"{G.LLM.name}-") and "-d8-v" in n for n in names)
 
 
 def test_tpo_export_int8_exports_fp32_then_calibrates(fp32_artifacts, tmp_path, capsys, monkeypatch):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tpo.data.files import ROUTES, SceneConfig, load_dataset, make_dataset
+from tpo.data.metrics import PERFECT_SUCCESS_AUC
 from tpo.errors import CheckpointError, InputError
 from tpo.model.checkpoint import INDEX_NAME, default_checkpoint, save_checkpoint
 from tpo.model.config import load_config
@@ -17,7 +18,6 @@ from tpo.model.tpo_model import build_model
 from tpo.train import evaluate as evaluate_module
 from tpo.train.eval_cli import main as eval_main
 from tpo.train.evaluate import ROUTE_NAMES, evaluate
-from tpo.train.metrics import PERFECT_SUCCESS_AUC
 
 # Small frames (width != height), short clips at low fps (the tracker runs on every frame): fast on
 # 2 cores. Seed 5 gives one clip with one object and one with four and a two-span temporal query.

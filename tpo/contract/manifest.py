@@ -47,6 +47,7 @@ class Precision(str, Enum):
     FP16 = "fp16"
     INT8 = "int8"        # tpo-calibrate: QDQ int8 (vision and mask graphs), weight-only int8 (the LLM)
     INT4 = "int4"        # tpo-calibrate: weight-only int4 LLM (MatMulNBits), the rest as int8
+    MIXED = "mixed"      # tpo-calibrate --precision auto: each graph its own (graphs[name].precision)
 
     @classmethod
     def parse(cls, value: str, where: str = "precision", error: type[Exception] = InputError) -> Precision:

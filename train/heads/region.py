@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from tpo.contract.tasks import REGION
+from tpo.data import metrics
 from tpo.data.synthetic import Clip, Query
 from tpo.model.heads import HEADS
 
-from .. import metrics
 from ..losses import region_loss
 from ..sample import Sample, norm_box, resize_frames
 from .base import floats

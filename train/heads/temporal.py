@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from tpo.contract.tasks import TEMPORAL
+from tpo.data import metrics
 from tpo.data.synthetic import Clip, Query
 from tpo.model.heads import HEADS
 from tpo.model.temporal_features import clip_frame_indices, tef
 
-from .. import metrics
 from ..losses import temporal_targets
 from ..sample import Sample, frames_to_pixels, resize_frames
 

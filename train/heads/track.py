@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from tpo.contract.tasks import TRACK
+from tpo.data import metrics
 from tpo.data.synthetic import Clip, Query
 from tpo.model.heads import HEADS
 
-from .. import metrics
 from ..losses import track_loss
 from ..sample import Sample, norm_box
 from .base import floats

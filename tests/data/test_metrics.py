@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tpo.errors import InputError
-from tpo.train.metrics import (
+from tpo.data.metrics import (
     OTB_OVERLAP_THRESHOLDS,
     PERFECT_SUCCESS_AUC,
     boundary_f,
@@ -26,6 +25,7 @@ from tpo.train.metrics import (
     tracking_success_auc,
     tracking_success_curve,
 )
+from tpo.errors import InputError
 
 A = [0.0, 0.0, 10.0, 10.0]
 

@@ -76,18 +76,23 @@ def _error(reference: list[list[np.ndarray]], model: onnx.ModelProto, samples: l
 
 def range_nodes(src: Path, samples: list[dict], limit: float = FP16_MAX / FP16_HEADROOM) -> dict[str, float]:
     """Nodes whose output reaches `limit` on `samples`: {node name: largest |value| seen}. The ranges come from
-    onnxruntime's MinMax calibrator (reductions inside the graph: a scalar per tensor, not the tensors)."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+    onnxruntime's MinMax calibrator (reductions inside the graph: a scalar per tensor, not the tensors), run
+    in priority-based order so that each tensor is reduced as soon as it exists (quantize.py `_restricted`:
+    onnxruntime's default order keeps every calibrated tensor alive to the end of the run)."""
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
-    from .quantize import _quiet, _Replay
+    from .quantize import _quiet, _Replay, _restricted
 
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=False)
     producer = {o: n.name for n in model.graph.node for o in n.output}
+    external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    del model
     with tempfile.TemporaryDirectory() as scratch, _quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)      # tensors that are NaN throughout (masked scores)
-        calibrator = create_calibrator(str(src), op_types_to_calibrate=None,
-                                       augmented_model_path=str(Path(scratch) / "augmented.onnx"),
-                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator = _restricted(MinMaxCalibrater, set(producer))(
+            str(src), None, str(Path(scratch) / "augmented.onnx"), use_external_data_format=external)
+        calibrator.augment_graph()
+        calibrator.create_inference_session()
         calibrator.collect_data(_Replay(samples))
         ranges = calibrator.compute_data()
     out = {}

@@ -107,6 +107,7 @@ def clip_inputs(model: TPOModel, tokenizer, video: Video, question: str, track_f
     h = hidden[:, -1]                                                    # (1, H)
     out[G.TASK_ROUTER.name] = [G.TASK_ROUTER.feed(hidden=h)]
     out[G.BOX_ENCODER.name] = [G.BOX_ENCODER.feed(boxes=torch.tensor(EXAMPLE_BOXES))]
+    out[G.MASK_BOX_PROMPT.name] = [G.MASK_BOX_PROMPT.feed(prompt_box=torch.tensor(EXAMPLE_BOXES))]
 
     # temporal head on the model's own features
     feats = temporal_source(model, tokenizer)(video, question)

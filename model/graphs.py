@@ -116,6 +116,18 @@ class BoxEncoderGraph(nn.Module):
         return self.loc_encoder(boxes)
 
 
+class MaskBoxPromptGraph(nn.Module):
+    """A box -> SAM2's sparse prompt through SAM2's own prompt encoder (`MaskHead.prompt_embedding`): what the
+    track adapter was distilled to produce, so a region answer can seed the tracker."""
+
+    def __init__(self, model: TPOModel):
+        super().__init__()
+        self.sam = model.sam
+
+    def forward(self, prompt_box: Tensor) -> Tensor:
+        return self.sam.prompt_embedding(prompt_box)
+
+
 class TemporalHeadGraph(nn.Module):
     def __init__(self, model: TPOModel):
         super().__init__()
@@ -232,6 +244,7 @@ def graph_defs(model: TPOModel, only: tuple[str, ...] | None = None) -> list[Gra
         G.MASK_DECODER_TRACKED: lambda: MaskDecoderTrackedGraph(model),
         G.MEMORY_ENCODER: lambda: MemoryEncoderGraph(model),
         G.MEMORY_ATTENTION: lambda: MemoryAttentionGraph(model),
+        G.MASK_BOX_PROMPT: lambda: MaskBoxPromptGraph(model),
     }
     sizes = graph_sizes(cfg)
     defs = []

@@ -75,7 +75,10 @@ def build_parser() -> Parser:
                    help='the question the stream opens with, e.g. "track the red circle" (optional with --control)')
     p.add_argument("--control", default=None,
                    help='JSONL commands while streaming, from a file, a FIFO or - (stdin): {"ask": "..."}, '
-                        '{"stop": <object id>}, {"quit": true} (docs/runtime.md "Two loops")')
+                        '{"stop": <object id>}, {"follow": <object id>}, {"quit": true} (docs/runtime.md "Two loops")')
+    p.add_argument("--follow", action="store_true",
+                   help="hand every region answer to the tracker: its box prompts SAM2 and the object is tracked "
+                        '("where is the red car?" then follow it)')
     p.add_argument("--backend", default="onnxruntime", choices=backend_names(), help="inference engine")
     p.add_argument("--device", default=None,
                    help="cpu, or cuda / cuda:N (onnxruntime: its CUDA provider on GPU N; tensorrt: GPU N). "
@@ -269,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     from .stream import Stream
     from .tasks import StreamOptions
 
-    options = StreamOptions(conf=args.conf, with_masks=not args.no_masks)
+    options = StreamOptions(conf=args.conf, with_masks=not args.no_masks, follow_regions=args.follow)
     artifacts = args.artifacts or ensure_default_artifacts(default_artifacts())
     session = open_session(artifacts, backend=args.backend, **args.backend_kwargs)
     source = open_source(args.source, stride=args.stride, max_frames=args.max_frames,

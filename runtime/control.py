@@ -2,6 +2,7 @@
 
     {"ask": "track the red circle"}              a question about the most recent frames
     {"stop": 1}                                  stop following object 1 (the id is the question's number)
+    {"follow": 2}                                follow object 2, a region answer: its box seeds the tracker
     {"quit": true}                               end the stream as if the source ended (nothing lost)
     {"ask": "when does it leave?", "frame": 120}  any command with "frame": applied once that frame has arrived
 
@@ -24,10 +25,12 @@ from typing import Protocol
 
 from tpo.errors import InputError
 
+KINDS = ("ask", "stop", "follow", "quit")
+
 
 @dataclass(frozen=True)
 class Command:
-    kind: str                     # "ask" | "stop" | "quit"
+    kind: str                     # "ask" | "stop" | "follow" | "quit"
     question: str = ""
     object_id: int = -1
     at_frame: int | None = None
@@ -40,6 +43,8 @@ class Commandable(Protocol):
 
     def stop_object(self, object_id: int, at_frame: int | None = None) -> None: ...
 
+    def follow(self, object_id: int, at_frame: int | None = None) -> None: ...
+
     def quit(self, at_frame: int | None = None) -> None: ...
 
     def control_error(self, line: str, detail: str) -> None: ...
@@ -51,12 +56,12 @@ def parse_command(line: str) -> Command | str:
         data = json.loads(line)
     except json.JSONDecodeError as e:
         return f"not JSON ({e.msg} at column {e.colno})"
-    if not isinstance(data, dict) or len({"ask", "stop", "quit"} & set(data)) != 1:
-        return 'expected one of {"ask": "<question>"}, {"stop": <object id>}, {"quit": true}'
+    if not isinstance(data, dict) or len(set(KINDS) & set(data)) != 1:
+        return 'expected one of {"ask": "<question>"}, {"stop": <object id>}, {"follow": <object id>}, {"quit": true}'
     at = data.get("frame")
     if at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 0):
         return f'"frame": {at!r} must be a frame index >= 0'
-    unknown = set(data) - {"ask", "stop", "quit", "frame"}
+    unknown = set(data) - {*KINDS, "frame"}
     if unknown:
         return f"unknown key(s) {sorted(unknown)}"
     if "ask" in data:
@@ -64,11 +69,12 @@ def parse_command(line: str) -> Command | str:
         if not isinstance(question, str) or not question.strip():
             return '"ask": needs a non-empty question string'
         return Command("ask", question=question.strip(), at_frame=at)
-    if "stop" in data:
-        ident = data["stop"]
-        if not isinstance(ident, int) or isinstance(ident, bool):
-            return f'"stop": {ident!r} must be an object id (an integer)'
-        return Command("stop", object_id=ident, at_frame=at)
+    for kind in ("stop", "follow"):
+        if kind in data:
+            ident = data[kind]
+            if not isinstance(ident, int) or isinstance(ident, bool):
+                return f'"{kind}": {ident!r} must be an object id (an integer)'
+            return Command(kind, object_id=ident, at_frame=at)
     if data["quit"] is not True:
         return '"quit": must be true'
     return Command("quit", at_frame=at)
@@ -86,6 +92,8 @@ def apply(stream: Commandable, line: str) -> None:
         stream.ask(command.question, at_frame=command.at_frame)
     elif command.kind == "stop":
         stream.stop_object(command.object_id, at_frame=command.at_frame)
+    elif command.kind == "follow":
+        stream.follow(command.object_id, at_frame=command.at_frame)
     else:
         stream.quit(at_frame=command.at_frame)
 

@@ -213,6 +213,15 @@ class Session:
     def tracker(self, sparse_prompt: np.ndarray) -> MaskTracker:
         return MaskTracker(self.run, self.tracker_cfg, sparse_prompt)
 
+    def box_prompt(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes [K, 4] (x1, y1, x2, y2 in 0..1 of the frame) -> SAM2's sparse prompt [K, 3, C] through SAM2's own
+        prompt encoder (`mask_box_prompt`): a region answer, or any box, handed to `tracker`."""
+        if G.MASK_BOX_PROMPT.name not in self.runners:
+            raise InputError(f"{self.manifest.root}: no {G.MASK_BOX_PROMPT.name} graph (exported before the "
+                             "region-to-track hand-off); export again to follow a box")
+        boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0.0, 1.0)
+        return self.run(G.MASK_BOX_PROMPT, prompt_box=boxes).box_prompt
+
     def track_frame(self, tracker: MaskTracker, frame: np.ndarray) -> list[dict]:
         """One frame through the fast path; per object {"mask" [H, W] bool, "box" px or None, "score",
         "iou", "object_logit"}. score: P(object present) = sigmoid of SAM2's object-score logit (SAM2 calls

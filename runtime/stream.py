@@ -39,13 +39,17 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
+from tpo.contract.tasks import REGION, TRACK
 from tpo.errors import InputError, TPOError
 
 from .results import EVENTS_FORMAT, FrameResult
-from .session import Session
+from .session import Answer, Session
 from .slow_path import Done, Question, SlowPath
 from .sources import Frame, Source
 from .tasks import StreamOptions, TaskContext, TaskStream, open_task
+from .tasks.track import TrackStream
 from .timings import Timings
 
 DEFAULT_FPS = 30.0
@@ -58,7 +62,10 @@ class Active:
     question: Question
     task: TaskStream
     name: str                    # the routed task ("track", "region", "temporal", "none")
+    answer: Answer | None = None
     reground_at: int | None = None   # `processed` when its last re-ground was asked (None: never)
+    follow: bool = False         # a region answer to hand to the tracker once its box has been shown
+    followed: bool = False       # a track started from a region answer's box (its re-grounds are region answers)
 
 
 class Stream:
@@ -118,6 +125,11 @@ class Stream:
         """Stop the task of question `object_id` (stop tracking that object). Thread-safe."""
         self._inbox.put(("stop", object_id, at_frame))
 
+    def follow(self, object_id: int, at_frame: int | None = None) -> None:
+        """Hand the region answer of question `object_id` to the tracker: its box prompts SAM2 through SAM2's own
+        prompt encoder and the object is tracked, same id, from the next frame. Thread-safe."""
+        self._inbox.put(("follow", object_id, at_frame))
+
     def quit(self, at_frame: int | None = None) -> None:
         """End the stream as if the source ended: questions asked are still answered. Thread-safe."""
         self._inbox.put(("quit", None, at_frame))
@@ -144,6 +156,8 @@ class Stream:
                 self._take_question(value)
             elif kind == "stop":
                 self._stop(value)
+            elif kind == "follow":
+                self._follow(value)
             elif kind == "quit":
                 self._quit = True
             else:
@@ -176,6 +190,37 @@ class Stream:
                                  "detail": f"no object {ident!r} to stop (running: {known or 'none'})"})
             return
         self._events.append({"type": "control", "event": "stopped", "object": ident})
+
+    def _follow(self, ident) -> None:
+        """Mark a region answer to be followed (it is handed over once its box has been shown)."""
+        active = self._active.get(ident)
+        if active is None or active.name != REGION.name:
+            regions = sorted(i for i, a in self._active.items() if a.name == REGION.name)
+            self._events.append({"type": "control", "event": "not_followable", "object": ident,
+                                 "detail": f"no region answer {ident!r} to follow (region answers: "
+                                           f"{regions or 'none'})"})
+            return
+        active.follow = True
+
+    def _hand_over_regions(self, frame: Frame) -> None:
+        """Regions marked to follow whose box has been shown become tracks: SAM2 prompted by the box on the next
+        frame, same object id; one `follow` event (or `failed` with the reason, the region stays as it was)."""
+        for ident, active in list(self._active.items()):
+            if not active.follow or not active.task.shown:
+                continue
+            active.follow = False
+            event = {"type": "object", "event": "follow", "object": ident, "label": active.task.label,
+                     "box": active.task.object.box, "box_frame": active.task.frame_index, "frame": frame.index}
+            try:
+                prompt = self.session.box_prompt(np.asarray(active.task.box_normalised)[None])
+            except TPOError as e:
+                self._events.append({**event, "failed": str(e)})
+                continue
+            ctx = TaskContext(self.session, active.answer, active.question.text, [], active.question.fps or 0.0,
+                              self.options, ident=ident)
+            self._active[ident] = Active(active.question, TrackStream(ctx, prompt), TRACK.name, answer=active.answer,
+                                         followed=True)
+            self._events.append(event)
 
     # ------------------------------------------------------------------------------------------ the loop
     def __iter__(self) -> Iterator[FrameResult]:
@@ -307,7 +352,8 @@ class Stream:
         task = open_task(TaskContext(self.session, answer, q.text, q.frames, q.fps, self.options, ident=q.ident))
         latency = time.perf_counter() - q.submitted_at
         self.timings.add("answer", latency)
-        self._active[q.ident] = Active(q, task, answer.task)
+        self._active[q.ident] = Active(q, task, answer.task, answer=answer,
+                                       follow=self.options.follow_regions and answer.task == REGION.name)
         self._answered += 1
         if self._answered == 1:
             self.task = answer.task
@@ -347,7 +393,7 @@ class Stream:
                  "slow_path_ms": round(d.seconds * 1000, 2)}
         if d.error is not None:
             event["failed"] = str(d.error)
-        elif d.answer.task != active.name:
+        elif d.answer.task != (REGION.name if active.followed else active.name):
             event["failed"] = (f"the question was routed to {d.answer.task!r} this time; "
                                "the tracker goes on as it was")
         else:
@@ -382,6 +428,7 @@ class Stream:
             objects += step.objects
             events += step.events
         self.processed += 1
+        self._hand_over_regions(frame)
         self._reground_lost()
         self.status = self._status()
         pending, self._events = self._events, []

@@ -30,6 +30,7 @@ class StreamOptions:
     min_answer_s: the slow path takes at least this long per answer (benchmarks: a slower LLM).
     lost_frames: a tracked object absent this many frames in a row is `lost` (a `found` event when it is back).
     reground: on `lost`, re-ask the track question about the most recent frames and re-seed the tracker.
+    follow_regions: hand every region answer to the tracker once its box is shown (`Stream.follow` per answer).
     slow_path_nice: Linux: the slow path's thread runs this much nicer than the fast path (0: the same).
     """
 
@@ -43,6 +44,7 @@ class StreamOptions:
     min_answer_s: float = 0.0
     lost_frames: int = 15
     reground: bool = True
+    follow_regions: bool = False
     slow_path_nice: int = 0
 
     def __post_init__(self) -> None:

@@ -5,7 +5,8 @@ stream asked it (about its first frames) and its box is placed on the first of t
 through (the answer line keeps saying where it was). The release trains region questions on single images:
 to ask about one image exactly as trained, ask `Session.ask(question, frame[None], fps)`, or stream with
 `question_frames=1`. The score is the probability the LLM gave the region trigger: the region head has no box
-score of its own.
+score of its own. A region answer can be handed to the tracker (`Stream.follow`: its box prompts SAM2 through
+SAM2's own prompt encoder, tasks/track.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RegionStream:
         box = [float(np.clip(box[0], 0, w)), float(np.clip(box[1], 0, h)),
                float(np.clip(box[2], 0, w)), float(np.clip(box[3], 0, h))]
         self.frame_index = first.index
+        self.box_normalised = [box[0] / w, box[1] / h, box[2] / w, box[3] / h]    # what `Stream.follow` hands on
         self.label = target_phrase(ctx.question)
         self.object = TrackedObject(ctx.ident, self.label, box, probability, present=True, kind="region")
         self.text = f"{self.label} is at {box_text(box)} (frame {first.index})"

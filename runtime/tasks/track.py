@@ -11,13 +11,17 @@ tracker on the current frame, its memory bank empty. Why reset rather than keep:
 holds `lost_frames` frames of "no object here" (what kept SAM2 from finding it), and slot 0, the conditioning
 frame, is where the object was before it left; the graphs have one conditioning slot, so the re-ground frame
 replaces it, and memories from before would only pull the new prompt back to the old view.
+
+Followed regions: a region answer handed to the tracker (`Stream.follow`, `{"follow": id}`, `--follow`) starts a
+TrackStream from SAM2's own encoding of the region's box (`Session.box_prompt`) instead of the router's track
+prompt; its re-grounds re-ask the region question and re-seed from the new box the same way.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from tpo.contract.tasks import TRACK
+from tpo.contract.tasks import REGION, TRACK
 
 from ..results import TrackedObject
 from ..sources import Frame
@@ -38,10 +42,12 @@ class TrackStream:
             scores.append(r["score"])
         return {"masks": np.stack(masks), "boxes": boxes, "scores": scores}
 
-    def __init__(self, ctx: TaskContext) -> None:
+    def __init__(self, ctx: TaskContext, prompt: np.ndarray | None = None) -> None:
+        """Track the answer's object; `prompt` [1, N, C]: start from this sparse prompt instead (a followed
+        region's box through `Session.box_prompt`)."""
         self.session = ctx.session
         self.options = ctx.options
-        self.tracker = ctx.session.tracker(ctx.session.head_prompt(TRACK.name, ctx.answer.prompts[TRACK.name]))
+        self.tracker = ctx.session.tracker(prompt if prompt is not None else self._prompt(ctx.answer))
         self.label = target_phrase(ctx.question)
         self.ident = ctx.ident          # the object's id: its question's number in the stream
         self.present: bool | None = None
@@ -74,10 +80,17 @@ class TrackStream:
         self.lost = True
         return [{**event, "event": "lost", "absent_frames": self.absent_run}]
 
+    def _prompt(self, answer) -> np.ndarray:
+        """A track answer's router prompt; a region answer's box through SAM2's prompt encoder (followed)."""
+        if TRACK.name in answer.prompts:
+            return self.session.head_prompt(TRACK.name, answer.prompts[TRACK.name])
+        box = self.session.head_prompt(REGION.name, answer.prompts[REGION.name])     # [1, 4] in 0..1, unclamped
+        return self.session.box_prompt(box)
+
     def reseed(self, answer) -> None:
         """Re-ground: a new tracker from a new answer's prompt, prompted on the next frame (memory bank reset,
         see the module docstring); the object stays lost until it is present again."""
-        self.tracker = self.session.tracker(self.session.head_prompt(TRACK.name, answer.prompts[TRACK.name]))
+        self.tracker = self.session.tracker(self._prompt(answer))
 
     def status(self) -> str:
         if self.present is False:

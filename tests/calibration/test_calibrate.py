@@ -204,7 +204,7 @@ def test_tpo_export_int8_exports_fp32_then_calibrates(fp32_artifacts, tmp_path, 
     code = export_cli.main(["--precision", "int8", "--calibration-data", "synthetic:1", "--out", str(out),
                             "--no-progress"])
     printed = capsys.readouterr().out
-    assert code == 0 and f"wrote {out} (12 graphs, int8)" in printed
+    assert code == 0 and f"wrote {out} (13 graphs, int8)" in printed
     assert seen[0].precision == Precision.FP32 and seen[0].out.name.startswith(".int8.fp32-")
     assert Manifest.load(out).precision == Precision.INT8
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]          # the fp32 folder is gone
@@ -231,3 +231,32 @@ def test_a_signal_stops_calibration_at_the_next_clip(fp32_artifacts, tmp_path, c
     code, lines, _ = _run(["--artifacts", fp32_artifacts, "--calibration-data", "synthetic:2", "--out", out], capsys)
     assert code == 130 and lines == [f"tpo-calibrate: interrupted (SIGINT); nothing written to {out}"]
     assert len(asked) == 4 and not out.exists()            # the first clip's questions, then the stop point
+
+
+def test_int8_quantises_weight_matmuls_only_and_bounded_passes_change_nothing(fp32_artifacts, tmp_path):
+    """QDQ goes on the MatMuls with a constant weight; attention's activation x activation MatMuls stay fp32 (and
+    are not calibrated). Calibrating one tensor per pass (a 1-byte budget) writes the same graph as one pass."""
+    from tpo.bench.full_size import SIZES, feed_for
+    from tpo.calibration.quantize import fold_weight_transposes, quantize_int8, weight_nodes
+
+    manifest = Manifest.load(fp32_artifacts)
+    entry = manifest.graphs[G.CONNECTOR.name]
+    sizes = dict(SIZES, num_vision_tokens=manifest.dims["num_vision_tokens"].max)
+    samples = [feed_for(entry, sizes, seed=i) for i in range(2)]
+    source = onnx.load(str(entry.path))
+    fold_weight_transposes(source)
+    weights, activations = weight_nodes(source)
+    assert weights and activations
+    one = quantize_int8(entry.path, tmp_path / "one.onnx", samples, "minmax")
+    many = quantize_int8(entry.path, tmp_path / "many.onnx", samples, "percentile", budget=1)
+    again = quantize_int8(entry.path, tmp_path / "again.onnx", samples, "percentile")
+    assert one["quantized_nodes"] == len(weights) and one["fp32_matmuls"] == len(activations)
+    assert one["calibration_passes"] == again["calibration_passes"] == 1 < many["calibration_passes"]
+    assert (tmp_path / "many.onnx").read_bytes() == (tmp_path / "again.onnx").read_bytes()
+    weight_matmuls = [n.name for n in source.graph.node if n.op_type == "MatMul" and n.name in set(weights)]
+    graph = onnx.load(str(tmp_path / "one.onnx")).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    dequantized = [[made_by.get(i) == "DequantizeLinear" for i in n.input[:2]]
+                   for n in graph.node if n.op_type == "MatMul"]
+    assert dequantized.count([True, True]) == len(weight_matmuls)
+    assert dequantized.count([False, False]) == len(activations) == len(dequantized) - len(weight_matmuls)

@@ -32,6 +32,8 @@ at any size within the manifest's profile, and any other name is a size the conf
     memory_attention      image, image_pos, memory, memory_pos [objects, memory_slots, memory_width, grid, grid],
                           memory_time [objects, memory_slots] int64, memory_valid bool, pointers [objects,
                           pointer_slots, mask_width], pointer_valid bool -> conditioned
+    mask_box_prompt       prompt_box [objects, 4] (0..1) -> box_prompt [objects, prompt_tokens, mask_width]: SAM2's prompt
+                          encoder on a box, for a region answer handed to the tracker
 """
 
 from __future__ import annotations
@@ -283,6 +285,13 @@ MASK_DECODER_TRACKED = GraphSpec(
     (f32("conditioned", "objects", "mask_width", "grid", "grid"), _S4, _S8),
     _decoder_outputs(),
     doc="tracked frames: the memory-conditioned image, the empty prompt, best of the multimasks")
+MASK_BOX_PROMPT = GraphSpec(
+    "mask_box_prompt",
+    (f32("prompt_box", "objects", 4, domain="box_corners"),),
+    (f32("box_prompt", "objects", "prompt_tokens", "mask_width"),),
+    doc="SAM2's own prompt encoder on a box (x1, y1, x2, y2 in 0..1 of the frame): the two corners as points "
+        "labelled 2 and 3 and a padding point -> a sparse prompt for mask_decoder_prompted (a region answer "
+        "handed to the tracker)")
 MEMORY_ENCODER = GraphSpec(
     "memory_encoder",
     (_IMAGE, f32("mask_logits", "objects", 1, "low_res", "low_res"), flag("is_conditioning")),
@@ -301,6 +310,7 @@ MEMORY_ATTENTION = GraphSpec(
 GRAPHS: tuple[GraphSpec, ...] = (
     VISION_ENCODER, VISION_ENCODER_IMAGE, CONNECTOR, LLM, TASK_ROUTER, BOX_ENCODER, TEMPORAL_HEAD,
     MASK_IMAGE_ENCODER, MASK_DECODER_PROMPTED, MASK_DECODER_TRACKED, MEMORY_ENCODER, MEMORY_ATTENTION,
+    MASK_BOX_PROMPT,
 )
 BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
 SLOW_PATH = (VISION_ENCODER, VISION_ENCODER_IMAGE, CONNECTOR, LLM, TASK_ROUTER, BOX_ENCODER, TEMPORAL_HEAD)

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", type=Path, help="save the capture of the clips here for later runs")
     p.add_argument("--method", default="minmax", help="activation ranges: minmax | entropy | percentile")
     p.add_argument("--block", type=int, default=32, help="weight-only block size (32 or 128 ...)")
+    p.add_argument("--lm-head", default="fp32", help="the int4 LLM's lm_head: fp32 (default: it picks every "
+                                                     "token) | int4 (smaller still; the gate judges the tokens)")
     p.add_argument("--samples", type=int, default=16, help="captured inputs per graph")
     p.add_argument("--held-out", type=int, default=4, help="held-out clips for the gate (the generator's seed 1000)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per graph")
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = CalibrateOptions(artifacts=args.artifacts, out=args.out,
                                 precision=parse_precision(args.precision), data=args.data, budget=args.budget,
+                                lm_head=args.lm_head,
                                 captures=args.captures, record_to=args.record, method=args.method,
                                 block=args.block, samples=args.samples, held_out=args.held_out,
                                 threads=args.threads, force=args.force)

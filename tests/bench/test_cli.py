@@ -43,3 +43,12 @@ def test_quick_plan_and_lists(tmp_path):
     assert plan.threads == 1 and plan.rounds <= 3
     full = parse(["--out", str(tmp_path), "--precisions", "fp32", "fp16", "--sizes", "tiny", "small"])
     assert not full.quick and full.precisions == ("fp32", "fp16") and full.sizes == ("tiny", "small")
+
+
+def test_calibrated_precisions_are_taken_with_their_folders(tmp_path):
+    """int8 / int4 / mixed come from tpo-calibrate: accepted when --artifacts names the folders to measure."""
+    (tmp_path / "fp32").mkdir()
+    (tmp_path / "int8").mkdir()
+    plan = parse(["--out", str(tmp_path / "o"), "--artifacts", str(tmp_path / "fp32"), str(tmp_path / "int8"),
+                  "--precisions", "fp32", "int8", "mixed"])
+    assert [p.value for p in plan.precisions] == ["fp32", "int8", "mixed"]

@@ -52,6 +52,9 @@ def test_fp16_with_measured_islands_is_gated(calibrated, fp32_artifacts, tmp_pat
     assert m.precision == Precision.FP16 and m.parity["passed"]
     rows = m.parity["calibration"]["graphs"]
     for name, entry in m.graphs.items():
+        if name in C.FP16_KEEP_FP32:                        # measured: fp16 costs the temporal head its ranking
+            assert entry.precision == Precision.FP32 and "R1@0.5" in rows[name]["kept"]
+            continue
         assert entry.precision == Precision.FP16, name
         assert set(entry.fp32_islands) == set(rows[name]["op_islands"]) | set(rows[name]["node_islands"])
     # the LLM's causal mask is filled with fp32's lowest value: measured out of fp16's range, kept fp32 by node

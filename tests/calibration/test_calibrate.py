@@ -72,6 +72,15 @@ def test_int4_llm_keeps_lm_head_fp32_and_replays_the_capture(calibrated):
         assert m.parity["calibration"]["graphs"][name].get("cached"), name
 
 
+def test_lm_head_int4_quantises_the_projection_too(calibrated, fp32_artifacts, tmp_path):
+    """`--lm-head int4`: the projection to the logits is MatMulNBits like the rest (the 6.4x of docs/export.md)."""
+    src = Manifest.load(fp32_artifacts).graphs[G.LLM.name].path
+    kept = C.quantize_weight_only(src, tmp_path / "kept.onnx", 4, keep_fp32_output=C.LM_LOGITS)
+    whole = C.quantize_weight_only(src, tmp_path / "whole.onnx", 4, keep_fp32_output=None)
+    assert whole["quantized_ops"] == kept["quantized_ops"] + 1 and not whole["kept_fp32"]
+    assert (tmp_path / "whole.onnx").stat().st_size < (tmp_path / "kept.onnx").stat().st_size
+
+
 def test_capture_round_trip_and_refusals(calibrated, tmp_path):
     folder = calibrated.root / "captures"
     captures = Captures.load(folder)
@@ -151,6 +160,7 @@ def test_a_graph_that_breaks_routing_is_refused(fp32_artifacts, calibrated, tmp_
     (None, ["--calibration-data", "synthetic:1", "--precision", "mixed"], "ask for auto"),
     (None, ["--calibration-data", "synthetic:1", "--precision", "auto", "--budget", "0"], "--budget 0.0: a fraction"),
     (None, ["--calibration-data", "synthetic:1", "--method", "best"], "--method 'best'"),
+    (None, ["--calibration-data", "synthetic:1", "--precision", "int4", "--lm-head", "int2"], "--lm-head 'int2'"),
 ])
 def test_bad_input_is_one_line(fp32_artifacts, tmp_path, capsys, make, args, message):
     clips = tmp_path / "clips"

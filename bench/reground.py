@@ -14,7 +14,6 @@ lost / found / reground events counted. Writes JSON to stdout (and `--out`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,6 +22,8 @@ import numpy as np
 from tpo.data import metrics
 from tpo.data.synthetic import make_clip
 from tpo.errors import one_line_errors
+
+from .report import emit_json
 
 HELD_OUT_SEED = 1000
 
@@ -99,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clips < 1 or any(v < 1 for v in args.lost_frames):
         print("python -m tpo.bench.reground: --clips and --lost-frames must be >= 1", file=sys.stderr)
         return 2
-    text = json.dumps(bench(args.artifacts, args.clips, args.lost_frames, args.threads), indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_json(bench(args.artifacts, args.clips, args.lost_frames, args.threads), args.out)
     return 0
 
 

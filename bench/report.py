@@ -15,6 +15,17 @@ from .plots import plot
 from .preprocessing import markdown as preprocessing_lines
 
 
+def emit_json(report: dict, out: Path | None) -> None:
+    """A bench script's report: JSON on stdout and, with `--out`, the same in that file, written beside it and
+    renamed when complete (an interrupted run leaves no half-written report)."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        part = out.with_name(f".{out.name}.partial")
+        part.write_text(text + "\n")
+        part.replace(out)
+
+
 def _ms(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"

@@ -24,6 +24,8 @@ import numpy as np
 
 from tpo.errors import one_line_errors
 
+from .report import emit_json
+
 
 def rss_mb() -> float:
     """This process's resident set size in MiB (VmRSS)."""
@@ -112,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = soak(args.artifacts, args.frames, width, height, args.question, args.warmup, args.every,
                   args.threads)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit_json(report, args.out)
     return 0
 
 

@@ -25,7 +25,6 @@ Speed is measured here, never asserted in tests. Writes JSON to stdout (and `--o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from tpo.errors import one_line_errors
+
+from .report import emit_json
 
 TARGET_KEPT = 0.95
 TARGET_GAP = 3.0
@@ -212,10 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report = bench(args.artifacts, args.fps, args.seconds, args.queue, args.min_answer_s, args.warmup_s,
                    args.every_s, args.mid_question, args.nice)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit_json(report, args.out)
     return 0
 
 

@@ -59,7 +59,7 @@ class SceneConfig:
 
     width: int = 320
     height: int = 240
-    fps_range: tuple[int, int] = (8, 30)              # integer frames per second, both ends included
+    fps_range: tuple[int, int] = (8, 15)              # integer frames per second, both ends included
     duration_range_s: tuple[float, float] = (6.0, 12.0)
     num_objects_range: tuple[int, int] = (2, 5)
     size_range_px: tuple[float, float] = (20.0, 80.0)  # circle diameter, square side, triangle base

@@ -356,5 +356,5 @@ def test_cli_make_and_info(tmp_path, capsys):
 def test_default_config_clip_is_quick_and_in_range():
     c = make_clip(0, 0)
     assert c.frames.shape[1:] == (240, 320, 3)
-    assert 8 <= c.fps <= 30 and 6.0 <= c.duration_s <= 12.0
+    assert 8 <= c.fps <= 15 and 6.0 <= c.duration_s <= 12.0
     assert math.isclose(c.duration_s, c.num_frames / c.fps)

@@ -10,14 +10,14 @@ Slots: query `k * G + g` (k the colour-shape category in `tpo.data.synthetic.CAT
 category k on the g-th of G slot frames, G = min(F, Q // 12) (F = the vision encoder's frame count, Q the
 connector's query tokens: the release's 96 give one slot per category and frame; tiny's 16 give G = 1, one slot
 per category). A video's F frames are split into G equal runs; a slot says whether its category shows on any
-frame of its run, and where it is when the run is one frame. An image (one frame) is described the same way on
-every g, box included. The description is read from the connector's output (what the LLM sees, after
-`project_up`) by a throw-away linear head: a presence logit and a box (sigmoid centre and size) per slot. Losses
-per slot: binary cross-entropy on presence; where present on a one-frame run, L1 (x 5) and GIoU (x 2) on the
-box (DETR's weights). The vision encoder keeps its stage-0 coverage loss (a fresh linear probe), so that the
-temporal head's clip features stay what the vision pretraining made them. What the slots carry is what the
-LLM's questions need: a count or a colour / shape question is presence over the clip, a region query a box on
-one image.
+frame of its run, and where it is on the run's first frame (a track query is prompted on the clip's first). An
+image (one frame) is described the same way on every g. The description is read from the connector's output
+(what the LLM sees, after `project_up`) by a throw-away linear head: a presence logit and a box (sigmoid centre
+and size) per slot. Losses per slot: binary cross-entropy on presence; where present on the run's first frame,
+L1 (x 5) and GIoU (x 2) on the box (DETR's weights). The vision encoder keeps its stage-0 coverage loss (a fresh
+linear probe), so that the temporal head's clip features stay what the vision pretraining made them. What the
+slots carry is what the LLM's questions need: a count or a colour / shape question is presence over the clip,
+a region query a box on one image, a track query a box on the first frame.
 
     pretrain_connector(model, steps, seed)   trains vision_encoder, vision_layernorm and connector in place;
                                              returns (summary, slot head)
@@ -68,8 +68,8 @@ def check_slots(cfg) -> None:
 def slot_targets(clip: Clip, index: np.ndarray, slots_t: int) -> tuple[Tensor, Tensor, Tensor]:
     """Presence [C, slots_t], normalised boxes [C, slots_t, 4] and whether each box counts [C, slots_t] (bool) of
     every category on the frames `index`: one frame (an image) is repeated on every slot; more are split into
-    `slots_t` equal runs, a category present on a run when it shows on any of its frames, its box kept (and
-    counted) only when the run is one frame."""
+    `slots_t` equal runs, a category present on a run when it shows on any of its frames, its box the one on the
+    run's first frame (counted where it shows there: a track query prompts on the clip's first frame)."""
     c = len(CATEGORIES)
     present = torch.zeros(c, len(index))
     boxes = torch.zeros(c, len(index), 4)
@@ -86,9 +86,10 @@ def slot_targets(clip: Clip, index: np.ndarray, slots_t: int) -> tuple[Tensor, T
         if len(index) < slots_t:
             raise ValueError(f"{len(index)} frames cannot fill {slots_t} slot frames")
         runs = np.array_split(np.arange(len(index)), slots_t)
+        first = [int(r[0]) for r in runs]
+        boxed = present[:, first] > 0
         present = torch.stack([present[:, r].amax(dim=1) for r in runs], dim=1)
-        boxes = torch.zeros(c, slots_t, 4)
-        return present, boxes, torch.zeros(c, slots_t, dtype=torch.bool)
+        return present, boxes[:, first].contiguous(), boxed
     return present.contiguous(), boxes.contiguous(), present > 0
 
 

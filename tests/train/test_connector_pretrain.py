@@ -53,10 +53,10 @@ def test_slot_targets_name_each_category_on_each_frame():
     present1, boxes1, boxed1 = slot_targets(clip, np.array([5]), 4)
     assert torch.equal(present1, present[:, 1:2].expand(-1, 4)) and torch.equal(boxes1, boxes[:, 1:2].expand(-1, 4, 4))
     assert torch.equal(boxed1, present1 > 0)
-    # fewer slot frames than frames: presence on any frame of each run, no box
-    runs, _, boxed_runs = slot_targets(clip, index, 2)     # runs [0, 5] and [9]
+    # fewer slot frames than frames: presence on any frame of each run, the box on its first frame
+    runs, run_boxes, boxed_runs = slot_targets(clip, index, 2)     # runs [0, 5] and [9]
     assert torch.equal(runs[:, 0], present[:, :2].amax(1)) and torch.equal(runs[:, 1], present[:, 2])
-    assert not boxed_runs.any()
+    assert torch.equal(run_boxes, boxes[:, [0, 2]]) and torch.equal(boxed_runs, present[:, [0, 2]] > 0)
 
 
 def test_slot_loss_counts_boxes_only_where_present():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ from .vision_pretrain import SUB, category_maps, patch_targets
 
 FRAMES_PER_CLIP = 12          # single frames kept per pool clip
 MIN_PRESENT_PX = 16           # a category shows on a frame when at least this many of its pixels are visible
-LOSS_WEIGHTS = {"presence": 1.0, "l1": 5.0, "giou": 2.0, "coverage": 1.0}
+LOSS_WEIGHTS = {"presence": 1.0, "l1": 5.0, "giou": 2.0, "coverage": 1.0, "attention": 1.0}
 
 
 def num_queries(cfg) -> int:
@@ -146,6 +147,58 @@ def slot_loss(logits: Tensor, boxes: Tensor, present: Tensor, target: Tensor,
     return out
 
 
+@contextmanager
+def eager_attention(module: nn.Module):
+    """Within the block, the module's transformers attention runs eagerly, so that it returns its weights (SDPA
+    does not); restored after."""
+    configs = [m.config for m in module.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    before = [c._attn_implementation for c in configs]
+    for c in configs:
+        c._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        for c, b in zip(configs, before):
+            c._attn_implementation = b
+
+
+def connector_with_attention(model, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """The connector's output [B, Q, H] and its first cross-attention's weights, averaged over heads [B, Q, N]."""
+    conn = model.connector
+    queries = conn.queries().expand(tokens.shape[0], -1, -1)
+    with eager_attention(conn.qformer):
+        out = conn.qformer(query_embeds=queries, encoder_hidden_states=tokens, output_attentions=True)
+    cross = next(a for a in out.cross_attentions if a is not None)
+    q = queries.shape[1]
+    return conn.project_up(out.last_hidden_state[:, :q]), cross.mean(1)[:, :q]
+
+
+def attention_targets(cover: Tensor, tokens_per_frame: int, slots_t: int) -> tuple[Tensor, Tensor]:
+    """Where each slot should look: coverage [B, N, SUB*SUB*C] (the vision targets) -> the category's coverage
+    over the tokens of the slot's frames, normalised [B, C, G, N], and whether the slot has any [B, C, G]. An
+    image's one frame belongs to every slot frame; a video's frames are split into G runs as `slot_targets`."""
+    b, n, _ = cover.shape
+    per_cat = cover.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(2).transpose(1, 2)       # (B, C, N)
+    frames = n // tokens_per_frame
+    mask = torch.ones(slots_t, n)
+    if frames > 1:
+        run_of = torch.zeros(frames, dtype=torch.long)
+        for g, r in enumerate(np.array_split(np.arange(frames), slots_t)):
+            run_of[torch.from_numpy(r)] = g
+        mask = (run_of.repeat_interleave(tokens_per_frame)[None] == torch.arange(slots_t)[:, None]).float()
+    target = per_cat[:, :, None] * mask                                                          # (B, C, G, N)
+    total = target.sum(-1)
+    return target / total.clamp(min=1e-6)[..., None], total > 1e-6
+
+
+def attention_loss(attn: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Cross-entropy of each described slot's cross-attention [B, C*G, N] against its target [B, C, G, N]."""
+    b, c, g, n = target.shape
+    logp = attn[:, : c * g].reshape(b, c, g, n).clamp(min=1e-8).log()
+    ce = -(target * logp).sum(-1)
+    return ce[valid].mean() if bool(valid.any()) else attn.new_zeros(())
+
+
 def pretrain_connector(
     model,
     steps: int = 600,
@@ -159,17 +212,22 @@ def pretrain_connector(
     warmup_steps: int = 20,
     weight_decay: float = 0.02,
     max_grad_norm: float = 1.0,
+    attention: bool = False,
     log: Callable[[dict], None] | None = None,
     progress: bool = False,
 ) -> tuple[dict, SlotHead]:
     """Train the vision encoder, `vision_layernorm` and the connector in place on the slot descriptions (and the
     encoder's coverage targets); returns ({steps, seconds, loss_first, loss_last}, the slot head: the read-out the
-    recipe throws away, kept for probes). The caller's torch RNG is left alone; deterministic for a seed."""
+    recipe throws away, kept for probes). attention: also supervise where each slot's query looks (its first
+    cross-attention, head-averaged, against its category's coverage of the vision tokens: `attention_loss`), the
+    content addressing a from-scratch Q-Former does not find on its own (docs/training.md). The caller's torch RNG
+    is left alone; deterministic for a seed."""
     if steps < 1 or image_batch < 0 or video_batch < 0 or image_batch + video_batch < 1 or pool_clips < 1:
         raise ConfigError(f"need steps, pool_clips >= 1 and a non-empty batch; got steps={steps}, "
                           f"image_batch={image_batch}, video_batch={video_batch}, pool_clips={pool_clips}")
     cfg = model.cfg
     check_slots(cfg)
+    grid = cfg.vision.image_size // cfg.vision.patch_size
     start_time = time.perf_counter()
     pool = ConnectorPool(pool_clips, seed, cfg)
     rng = np.random.default_rng([seed, 10])
@@ -204,12 +262,18 @@ def pretrain_connector(
                 chosen = [items[int(j)] for j in rng.choice(len(items), size=min(size, len(items)), replace=False)]
                 pixels = torch.stack([frames_to_pixels(f, cfg) for f, *_ in chosen])       # (B, 3, T, S, S)
                 tokens = model.vision_layernorm(model.vision_encoder(pixels))               # (B, N, Dv)
-                logits, boxes = head(model.connector(tokens))
+                cover = torch.stack([c[4] for c in chosen])
+                if attention:
+                    out, attn = connector_with_attention(model, tokens)
+                else:
+                    out, attn = model.connector(tokens), None
+                logits, boxes = head(out)
                 present = torch.stack([c[1] for c in chosen])
                 target = torch.stack([c[2] for c in chosen])
                 boxed = torch.stack([c[3] for c in chosen])
-                cover = torch.stack([c[4] for c in chosen])
                 part = slot_loss(logits, boxes, present, target, boxed)
+                if attn is not None:
+                    part["attention"] = attention_loss(attn, *attention_targets(cover, grid * grid, head.frames))
                 part["coverage"] = F.binary_cross_entropy_with_logits(probe(tokens), cover) * len(CATEGORIES)
                 for k, v in part.items():
                     parts[k] = parts.get(k, 0.0) + v * LOSS_WEIGHTS[k]

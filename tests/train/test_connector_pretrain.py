@@ -12,12 +12,15 @@ from tpo.model.tpo_model import build_model
 from tpo.train.connector_pretrain import (
     MIN_PRESENT_PX,
     SlotHead,
+    attention_loss,
+    attention_targets,
     check_slots,
     pretrain_connector,
     slot_frames,
     slot_loss,
     slot_targets,
 )
+from tpo.train.vision_pretrain import SUB
 
 SCENE = SceneConfig(width=160, height=120, duration_range_s=(4.0, 5.0), fps_range=(8, 8))
 
@@ -83,10 +86,30 @@ def test_connector_pretraining_learns_and_leaves_the_rng_alone():
     before = torch.get_rng_state()
     records = []
     summary, head = pretrain_connector(model, steps=30, pool_clips=3, image_batch=4, video_batch=1, lr=3e-3,
-                                       log=records.append)
+                                       attention=True, log=records.append)
+    assert model.connector.qformer.config._attn_implementation == "sdpa"      # restored after the eager steps
+    assert records[-1]["attention"] < records[0]["attention"]
     assert torch.equal(torch.get_rng_state(), before)
     assert [r["step"] for r in records] == list(range(30))
     first, last = records[0], np.mean([r["presence"] for r in records[-5:]])
     assert last < 0.75 * first["presence"], (first, last)
     assert summary["loss_last"] < summary["loss_first"]
     assert not any(name.startswith("slot") for name in model.state_dict())
+
+
+def test_attention_targets_follow_each_category_over_its_slot_frames():
+    c = len(CATEGORIES)
+    cover = torch.zeros(1, 8, SUB * SUB * c)           # a video of 2 frames x 4 tokens
+    cover[0, 1, c * 0 + 3] = 1.0                      # category 3 covers a sub-cell of token 1 (frame 0)
+    cover[0, 6, :] = 1.0                              # token 6 (frame 1) is covered by every category
+    target, valid = attention_targets(cover, tokens_per_frame=4, slots_t=2)
+    assert target.shape == (1, c, 2, 8) and valid.shape == (1, c, 2)
+    assert target[0, 3, 0].tolist() == [0, 1, 0, 0, 0, 0, 0, 0] and target[0, 3, 1, 6] == 1
+    assert not valid[0, 0, 0] and valid[0, 0, 1]
+    image, valid1 = attention_targets(cover[:, :4], tokens_per_frame=4, slots_t=2)   # an image: every slot frame
+    assert torch.equal(image[0, 3, 0], image[0, 3, 1]) and torch.equal(valid1[0, :, 0], valid1[0, :, 1])
+    # the loss is smallest where the attention is the target
+    attn = torch.full((1, 16 * 2, 8), 1 / 8)
+    best = attn.clone()
+    best[:, : c * 2] = target.reshape(1, c * 2, 8).clamp(min=1e-3)
+    assert attention_loss(best, target, valid) < attention_loss(attn, target, valid)

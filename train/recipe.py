@@ -289,6 +289,7 @@ def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Ca
             if rc.connector_steps and "connector" not in state.stage0_parts:
                 t1 = time.time()
                 connector, _ = pretrain_connector(model, steps=rc.connector_steps, seed=rc.seed,
+                                                  attention=rc.connector_attention,
                                                   log=lambda r: log({"stage": 0, "part": "connector", **r}),
                                                   progress=progress)
                 log({"stage": 0, "part": "connector", "done": True, "seconds": round(time.time() - t1, 1),

@@ -26,6 +26,7 @@ class RecipeConfig:
     stage0_steps: int = 250         # 0: mask head pretraining steps (the first recipe.STAGE0_IMAGE_FRAC on images)
     vision_steps: int = 400         # 0: vision encoder pretraining steps (train/vision_pretrain.py)
     connector_steps: int = 0        # 0: connector representation steps (train/connector_pretrain.py)
+    connector_attention: bool = False  # stage 0: also supervise where each slot's query looks (connector_pretrain)
     stage1_steps: int = 200
     stage2_steps: int = 100
     stage3_steps: int = 400

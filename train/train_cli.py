@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage 0: vision encoder pretraining steps (0: none)")
     p.add_argument("--connector-steps", type=int, default=d.connector_steps,
                    help="stage 0: connector representation steps (slot descriptions; 0: none)")
+    p.add_argument("--connector-attention", action=argparse.BooleanOptionalAction, default=d.connector_attention,
+                   help="stage 0: also supervise where each connector slot looks (its category's vision tokens)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine)")
     p.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=d.freeze_vision,
                    help="leave the stage-0 vision encoder out of stages 1-3")
@@ -97,7 +99,8 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
     return RecipeConfig(
         config=args.config, seed=args.seed, train_clips=args.train_clips,
         queries_per_task=args.queries_per_task, batch_size=args.batch_size, vision_steps=args.vision_steps,
-        connector_steps=args.connector_steps, freeze_vision=args.freeze_vision, freeze_connector=args.freeze_connector,
+        connector_steps=args.connector_steps, connector_attention=args.connector_attention,
+        freeze_vision=args.freeze_vision, freeze_connector=args.freeze_connector,
         lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
         **{f"stage{s}_steps": getattr(args, f"stage{s}_steps") for s in STAGES},
     )

@@ -113,3 +113,11 @@ def test_attention_targets_follow_each_category_over_its_slot_frames():
     best = attn.clone()
     best[:, : c * 2] = target.reshape(1, c * 2, 8).clamp(min=1e-3)
     assert attention_loss(best, target, valid) < attention_loss(attn, target, valid)
+
+
+def test_experiment_curve_averages_each_loss_part_per_run_of_steps():
+    from tpo.train.connector_experiment import curve
+
+    records = [{"presence": float(i), "l1": 1.0, "giou": 2.0, "coverage": 0.5} for i in range(5)]
+    assert curve(records, every=2) == {"presence": [0.5, 2.5, 4.0], "l1": [1.0] * 3, "giou": [2.0] * 3,
+                                       "coverage": [0.5] * 3}

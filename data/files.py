@@ -34,6 +34,7 @@ from tpo.errors import ConfigError, InputError, TPOError
 from .synthetic import (
     CATEGORIES,
     GENERATOR_VERSION,
+    ROLES,
     ROUTES,
     TASKS,
     Clip,
@@ -51,7 +52,11 @@ from .synthetic import (
     render_clip,
     render_labels,
     sample_clip_spec,
+    seen_when_sampled,
+    temporal_objects,
+    track_objects,
     visible_spans,
+    well_visible,
 )
 
 ANNOTATION_FILES = ("coco.json", "qvhighlights.jsonl", "queries.jsonl", "clips.jsonl")
@@ -148,7 +153,7 @@ class _Annotations:
         self.clip_lines: list[dict] = []
         self.per_task = dict.fromkeys(TASKS, 0)
         self.stats = {"clips_with_occlusion": 0, "objects": 0, "objects_hidden_for_a_while": 0,
-                      "temporal_partial": 0, "temporal_multi_span": 0}
+                      "objects_that_leave_and_return": 0, "temporal_partial": 0, "temporal_multi_span": 0}
         self.image_id = self.ann_id = self.track_id = 0
 
     def add_clip(self, i: int, clip, video: Path, qvh_clip_length_s: float) -> None:
@@ -189,10 +194,12 @@ class _Annotations:
         for k, o in enumerate(spec.objects):
             objects.append({"object_id": k, "track_id": first_track + k,
                             "category_id": category_id(o.colour, o.shape), "colour": o.colour, "shape": o.shape,
+                            "role": o.role,
                             "spans": [list(s) for s in clip.spans[k]],
                             "occluded_frames": [int(t) for t in np.flatnonzero(clip.occluded[:, k])]})
             self.stats["objects"] += 1
             self.stats["objects_hidden_for_a_while"] += not clip.visible[:, k].all()
+            self.stats["objects_that_leave_and_return"] += o.role == "return"
         self.stats["clips_with_occlusion"] += bool(clip.occluded.any())
         self.clip_lines.append({"vid": clip.name, "index": i, "video": f"videos/{video.name}", "fps": spec.fps,
                                 "num_frames": spec.num_frames, "duration": spec.duration_s, "width": spec.width,
@@ -346,8 +353,9 @@ def load_dataset(root: str | Path, frames: str = "video") -> Dataset:
 
 
 __all__ = [
-    "CATEGORIES", "GENERATOR_VERSION", "ROUTES", "TASKS", "Clip", "ClipSpec", "Dataset", "ObjectSpec", "Query",
+    "CATEGORIES", "GENERATOR_VERSION", "ROLES", "ROUTES", "TASKS", "Clip", "ClipSpec", "Dataset", "ObjectSpec", "Query",
     "SceneConfig", "category_id", "iter_clips", "load_dataset", "make_clip", "make_dataset", "make_queries",
     "object_centres", "object_footprint", "qvhighlights_clip_labels", "read_meta", "read_video_frames",
-    "render_clip", "render_labels", "sample_clip_spec", "visible_spans", "write_video",
+    "render_clip", "render_labels", "sample_clip_spec", "seen_when_sampled", "temporal_objects", "track_objects",
+    "visible_spans", "well_visible", "write_video",
 ]

@@ -36,6 +36,10 @@ class VisionEncoderConfig:
     mlp_ratio: float = 4.0
     num_frames: int = 16       # frames per clip fed to the MLLM
     pos_table_frames: int = 4  # the sinusoid table is made for 4 frames and interpolated in time
+    # "1d": the release's sinusoid over flattened (frame, row, col) positions (kept for videochat-tpo: fidelity);
+    # "2d": time, row and column in separate channels (`vision_encoder.separable_position_table`). A buffer,
+    # not a weight: the choice changes no graph, only the constant the export bakes in.
+    position_table: str = "1d"
     norm_eps: float = 1e-6
     final_norm_eps: float = 1e-12  # `vision_layernorm`, applied by the top module
 
@@ -118,6 +122,9 @@ class TPOConfig:
     tokenizer: str = "videochat-tpo"   # folder name under model/assets/tokenizers or a path
 
     def __post_init__(self) -> None:
+        if self.vision.position_table not in ("1d", "2d"):
+            raise ConfigError(f"config {self.name!r}: vision.position_table must be '1d' or '2d', "
+                              f"got {self.vision.position_table!r}")
         if self.temporal_features not in ("external", "internal"):
             raise ConfigError(
                 f"config {self.name!r}: temporal_features must be 'external' or 'internal', "

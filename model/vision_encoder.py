@@ -4,7 +4,8 @@ Parameter names follow the release (`vision_encoder.encoder.*`), so loading is a
 Release details kept on purpose: the k projection has no bias (q and v biases only); there is no
 norm after the last block (the top module applies `vision_layernorm`); `depth + return_index + 1`
 blocks are built (24 - 2 + 1 = 23 for the release); the position table is a fixed sinusoid that is
-computed, not stored.
+computed, not stored (the release's 1-D table over flattened positions; `tiny` chooses a separable
+time / row / column table, `VisionEncoderConfig.position_table`).
 """
 
 from __future__ import annotations
@@ -25,14 +26,33 @@ def sinusoid_table(num_positions: int, width: int) -> torch.Tensor:
     return table.float()
 
 
-def video_position_table(cfg: VisionEncoderConfig, num_frames: int) -> torch.Tensor:
-    """[num_frames * grid * grid, width]: the 4-frame table interpolated linearly along time.
+def separable_position_table(cfg: VisionEncoderConfig, num_frames: int) -> torch.Tensor:
+    """[num_frames * grid * grid, width]: the "2d" table, frame-major. The channels are split: the first quarter
+    a sinusoid of the frame index (an image is frame 0), then half of the rest a sinusoid of the row and half
+    of the column, each with `sinusoid_table`'s frequencies over its own width. Row and column are apart, so
+    both are a linear read-out of the table (the 1-D table over flattened positions leaves the column nearly
+    non-linear: docs/training.md)."""
+    g, c = cfg.grid, cfg.width
+    if c % 8:
+        raise ValueError(f"the 2d position table needs a vision width divisible by 8, got {c}")
+    ct = c // 4
+    cs = (c - ct) // 2
+    time = sinusoid_table(num_frames, ct)[:, None, None, :].expand(num_frames, g, g, ct)
+    row = sinusoid_table(g, cs)[None, :, None, :].expand(num_frames, g, g, cs)
+    col = sinusoid_table(g, cs)[None, None, :, :].expand(num_frames, g, g, cs)
+    return torch.cat([time, row, col], dim=-1).reshape(num_frames * g * g, c)
 
-    As the release: a 1-D sinusoid over the flattened (frame, row, col) positions of
+
+def video_position_table(cfg: VisionEncoderConfig, num_frames: int) -> torch.Tensor:
+    """[num_frames * grid * grid, width]: the configuration's position table (`cfg.position_table`).
+
+    "1d", as the release: a 1-D sinusoid over the flattened (frame, row, col) positions of
     `pos_table_frames` frames, reshaped to (T0, g, g, C), resampled along T with linear
     interpolation (align_corners=False) and flattened frame-major. One frame (images) uses the
-    plain g*g table.
+    plain g*g table. "2d": `separable_position_table`.
     """
+    if cfg.position_table == "2d":
+        return separable_position_table(cfg, num_frames)
     g, c, t0 = cfg.grid, cfg.width, cfg.pos_table_frames
     if num_frames == 1:
         return sinusoid_table(g * g, c)
@@ -137,4 +157,4 @@ def num_tokens(cfg: VisionEncoderConfig, num_frames: int) -> int:
     return num_frames * cfg.grid * cfg.grid
 
 
-__all__ = ["VisionEncoder", "sinusoid_table", "video_position_table", "num_tokens"]
+__all__ = ["VisionEncoder", "num_tokens", "separable_position_table", "sinusoid_table", "video_position_table"]

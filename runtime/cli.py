@@ -2,7 +2,7 @@
 
     tpo-run --source clip.mp4 --query "track the red circle" [--control FILE|-] [--artifacts DIR]
             [--backend onnxruntime] [--device cpu|cuda[:N]] [--conf 0.5] [--jsonl events.jsonl] [--out annotated.mp4]
-            [--qvhighlights preds.jsonl] [--stride N] [--max-frames N] [--quiet]
+            [--qvhighlights preds.jsonl] [--question-frames N] [--stride N] [--max-frames N] [--quiet]
 
 Every argument is checked before anything loads. Without --artifacts it uses the export of the embedded tiny
 model in the cache folder ($TPO_ARTIFACTS_CACHE or ~/.cache/tpo-edge/artifacts/tiny-fp16), made on first use by
@@ -93,6 +93,9 @@ def build_parser() -> Parser:
                    help="the query id in the QVHighlights line (an integer, as QVHighlights uses, or a string)")
     p.add_argument("--vid", default=None, help="the video id in the QVHighlights line (default: --source)")
     p.add_argument("--out", type=Path, help="annotated video (.mp4 or .avi): every processed frame")
+    p.add_argument("--question-frames", type=int, default=None,
+                   help="the question is asked about the first N frames (default: the vision encoder's frame "
+                        "count); a file's frame count asks about the whole file, sampled as tpo-eval does")
     p.add_argument("--stride", type=int, default=1, help="files: process every Nth frame (the others are skipped)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="stop after this many frames have been delivered (the question's frames included)")
@@ -134,6 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError("--qvhighlights: needs --query (the prediction line is the answer to that question)")
     if args.control not in (None, "-") and not Path(args.control).exists():
         raise UsageError(f"--control {args.control}: no such file or FIFO")
+    if args.question_frames is not None and args.question_frames < 1:
+        raise UsageError(f"--question-frames {args.question_frames}: must be >= 1")
     if args.stride < 1:
         raise UsageError(f"--stride {args.stride}: must be >= 1")
     if args.max_frames is not None and args.max_frames < 1:
@@ -272,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
     from .stream import Stream
     from .tasks import StreamOptions
 
-    options = StreamOptions(conf=args.conf, with_masks=not args.no_masks, follow_regions=args.follow)
+    options = StreamOptions(conf=args.conf, with_masks=not args.no_masks, follow_regions=args.follow,
+                            question_frames=args.question_frames)
     artifacts = args.artifacts or ensure_default_artifacts(default_artifacts())
     session = open_session(artifacts, backend=args.backend, **args.backend_kwargs)
     source = open_source(args.source, stride=args.stride, max_frames=args.max_frames,

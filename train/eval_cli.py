@@ -1,12 +1,15 @@
 """`tpo-eval`: score a checkpoint on a `tpo-data` dataset with each benchmark's standard metric.
 
-    tpo-eval --data DIR [--checkpoint DIR] [--config NAME] [--json] [--max-clips N]
-             [--tasks track region temporal conversation] [--frames video|render] [--out FILE]
+    tpo-eval --data DIR [--checkpoint DIR | --runtime ARTIFACTS] [--config NAME] [--json] [--max-clips N]
+             [--tasks track region temporal conversation] [--frames video|render] [--out FILE] [--no-swap]
 
 Without --checkpoint the embedded checkpoint (`tpo.model` package data) is used. The tokenizer is the
 checkpoint folder's own, else the configuration's. The model sees the decoded videos unless
 `--frames render`; ground truth always comes from the annotations. `--out` also writes one JSON line
-per query (predictions, ground truth, score). Scoring rules: `tpo.train.evaluate`.
+per query (predictions, ground truth, score). Every metric is printed beside its best blind baseline and the
+margin over it; the query-swap test asks each region and track query again about another object of the clip.
+`--runtime ARTIFACTS` scores an export through `tpo-run` instead (`tpo.train.runtime_eval`). Scoring rules:
+`tpo.train.evaluate`.
 Errors a user can cause print one line and exit 2, before torch or the model is imported.
 """
 
@@ -38,14 +41,34 @@ def load_model(checkpoint: str | None, config: str | None):
     return model, tokenizer, path
 
 
-def print_report(result: dict) -> None:
-    from tpo.data.metrics import format_table
+def margin_table(result: dict) -> str:
+    """Every metric beside its best blind baseline and the margin over it (what the metric is worth)."""
+    rows = []
+    for task, values in result["metrics"].items():
+        items = [(task, values)] if not isinstance(values, dict) else [(f"{task}/{k}", v) for k, v in values.items()]
+        for name, value in items:
+            key = name.split("/", 1)
+            m = result["margins"].get(key[0], {})
+            m = m.get(key[1]) if len(key) == 2 else m
+            best = f"{m['baseline_value']:.4f} ({m['baseline']})" if m else "-"
+            margin = f"{m['margin']:+.4f}" if m else "-"
+            rows.append((name, f"{value:.4f}", best, margin))
+    head = ("metric", "model", "best blind baseline", "margin")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    fmt = "  ".join(f"{{:<{widths[0]}}}" if i == 0 else f"{{:>{widths[i]}}}" for i in range(4))
+    lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    return "\n".join(lines)
 
+
+def print_report(result: dict) -> None:
     c = result["counts"]
     print(f"checkpoint {result['checkpoint']}")
     print(f"data {result['data']} ({result['frames']}): {c['clips']} clips, {c['queries']} queries "
           f"({', '.join(f'{t} {n}' for t, n in c['queries_per_task'].items())})")
-    print(format_table(result["metrics"]))
+    print(margin_table(result))
+    for task, s in result.get("swap", {}).items():
+        print(f"query swap, {task}: {s['pass_rate']:.2f} of {s['clips']} clips answer about the object asked "
+              "(the same clip asked about another object)")
     print(f"note: {result['scoring']}")
     routes = list(next(iter(c["confusion"].values())))
     width = max(len("expected"), *(len(r) for r in c["confusion"]))
@@ -70,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", choices=("video", "render"), default=FRAMES_DEFAULT,
                    help=f"model input: the decoded videos or exact re-renders (default {FRAMES_DEFAULT})")
     p.add_argument("--out", default=None, help="also write per-query predictions here (JSON lines)")
+    p.add_argument("--no-swap", action="store_true",
+                   help="skip the query-swap test (each region and track query asked again about another object)")
+    p.add_argument("--runtime", default=None, metavar="ARTIFACTS",
+                   help="score a tpo-export folder through tpo-run (one process per query) instead of a checkpoint")
+    p.add_argument("--threads", type=int, default=1, help="with --runtime: tpo-run's engine threads")
     return p
 
 
@@ -86,6 +114,15 @@ def check_args(args: argparse.Namespace) -> None:
         check_config(args.config, "--config")
     if args.max_clips is not None and args.max_clips < 1:
         raise ConfigError(f"--max-clips {args.max_clips}: must be >= 1")
+    if args.runtime is not None:
+        if args.checkpoint is not None:
+            raise ConfigError("--runtime scores an export, --checkpoint a checkpoint: give one of them")
+        if not (Path(args.runtime) / "manifest.json").is_file():
+            raise InputError(f"--runtime {args.runtime}: no manifest.json there (make one with tpo-export)")
+        if args.frames != "video":
+            raise ConfigError("--runtime reads the dataset's videos: --frames render does not apply")
+    if args.threads < 1:
+        raise ConfigError(f"--threads {args.threads}: must be >= 1")
     if args.out is not None and Path(args.out).is_dir():
         raise InputError(f"--out {args.out}: is a folder; give a file for the JSON lines")
 
@@ -98,10 +135,18 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluate import evaluate  # torch and the model: only once the arguments are right
 
         data = Path(args.data)
-        model, tokenizer, path = load_model(args.checkpoint, args.config)
         dataset = load_dataset(data, frames=args.frames)
+        if args.runtime is not None:
+            from .runtime_eval import runtime_asker
+
+            model = tokenizer = None
+            path = f"{args.runtime} (through tpo-run)"
+            ask = runtime_asker(Path(args.runtime), data, threads=args.threads)
+        else:
+            model, tokenizer, path = load_model(args.checkpoint, args.config)
+            ask = None
         result = evaluate(model, tokenizer, dataset, max_clips=args.max_clips, tasks=args.tasks,
-                          progress=not args.json, records=args.out is not None)
+                          progress=not args.json, records=args.out is not None, swap=not args.no_swap, ask=ask)
         result = {"checkpoint": str(path), "frames": args.frames, **result}
         if args.out is not None:
             out = Path(args.out)

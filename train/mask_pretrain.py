@@ -48,6 +48,7 @@ from tpo.model.mask_head import NO_OBJECT_SCORE, ImageFeatures, MaskHead
 from tpo.model.mask_tracker import track_clip
 from tpo.model.preprocess import mask_pixels
 
+from .heads.track import SMALL_OBJECT_PX
 from .schedule import loss_summary, warmup_cosine
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # as `TPOConfig.pixel_mean` / `pixel_std`
@@ -65,6 +66,10 @@ FOCAL_GAMMA = 2.0
 FEATURE_RMS_MAX = 1.0
 # Decoder attention q/k projections start tied and scaled so that q . k ~ PE(point) . PE(pixel) from step 0.
 TIED_QK_SCALE = 3.0
+# Size balance (`size_weights`): an object covering SIZE_REF_FRACTION of the image counts 1, a smaller one up to
+# SIZE_WEIGHT_MAX (about 1,500 px of a 320 x 240 frame is 2 % of it).
+SIZE_REF_FRACTION = 0.02
+SIZE_WEIGHT_MAX = 4.0
 # A prompted object shows at least this many pixels in the source frame (tiny slivers make useless prompts).
 MIN_PROMPT_AREA_PX = 64
 _MAX_DRAWS = 1000  # draws of (clip, object, stride, direction) before `sample_window` gives up
@@ -265,14 +270,25 @@ def frame_losses(out: FrameOutput, gt: Tensor, present: Tensor, weight: Tensor |
     }
 
 
+def size_weights(masks: Tensor, size_balance: float) -> Tensor:
+    """Per object weights [O] from its ground-truth masks [O, S, S] at image_size: (SIZE_REF_FRACTION * S^2 /
+    area) ** size_balance, between 1 and SIZE_WEIGHT_MAX, so a small object's mask counts as much as a large
+    one's (1 where the object is not visible, or size_balance = 0)."""
+    area = masks.flatten(1).sum(1)
+    ref = SIZE_REF_FRACTION * masks.shape[-1] * masks.shape[-2]
+    w = (ref / area.clamp(min=1.0)) ** size_balance
+    return torch.where(area > 0, w.clamp(1.0, SIZE_WEIGHT_MAX), torch.ones_like(w))
+
+
 def window_loss(
-    head: MaskHead, windows: list[Window], prompt_every_frame: bool = True
+    head: MaskHead, windows: list[Window], prompt_every_frame: bool = True, size_balance: float = 0.0
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Weighted loss of a batch of equally long windows: (total, {focal, dice, iou, object, feature_scale}).
 
     prompt_every_frame: also decode frames 1.. from their own box (see `forward_windows`); their losses count
-    where the object is visible. Each part is averaged over all the windows' objects and over the decoded
-    frames; `feature_scale` bounds the encoder's output (see FEATURE_RMS_MAX); total = sum of LOSS_WEIGHTS[p] * p.
+    where the object is visible. size_balance: each object's terms weighted by `size_weights` (0: equal).
+    Each part is averaged over all the windows' objects and over the decoded frames; `feature_scale` bounds the
+    encoder's output (see FEATURE_RMS_MAX); total = sum of LOSS_WEIGHTS[p] * p.
     """
     owner = torch.cat([torch.full((w.boxes.shape[1],), b, dtype=torch.int64) for b, w in enumerate(windows)])
     frame_boxes = torch.cat([w.boxes for w in windows], dim=1)  # (F, O, 4)
@@ -286,6 +302,8 @@ def window_loss(
     decoded += [(t, out, present[t]) for t, out in enumerate(outputs.prompted, start=1)]
     parts = {name: torch.zeros(()) for name in LOSS_WEIGHTS}
     for t, out, weight in decoded:
+        if size_balance:
+            weight = weight * size_weights(masks[t], size_balance)
         frame = frame_losses(out, masks[t][:, None], present[t], weight)
         for name, value in frame.items():
             parts[name] = parts[name] + value / len(decoded)
@@ -340,6 +358,7 @@ def pretrain_mask_head(
     weight_decay: float = 0.05,
     max_grad_norm: float = 1.0,
     prompt_every_frame: bool = True,
+    size_balance: float = 0.0,
     initialise: bool = True,
     scene: SceneConfig = PRETRAIN_SCENE,
     log: Callable[[dict], None] | None = None,
@@ -352,6 +371,7 @@ def pretrain_mask_head(
       from a pool of `pool_clips` rendered from `scene` and `seed`.
     lr: AdamW peak rate, reached after `warmup_steps` linear steps, then cosine to 0 at `steps`.
     prompt_every_frame: on video steps, also decode frames 1.. from their own box.
+    size_balance: exponent of the per-object size weights (`size_weights`; 0: every object counts the same).
     initialise: `init_mask_head` first (from `seed`); False continues training the head as it is.
     log: called after every step with {step, loss, <each of LOSS_WEIGHTS>, lr, seconds}.
     progress: a tqdm bar.
@@ -386,7 +406,7 @@ def pretrain_mask_head(
             step_start = time.perf_counter()
             frames, size = (1, image_batch) if step < image_steps else (clip_frames, batch)
             windows = [sample_window(pool, rng, frames, max_stride, head.config.image_size) for _ in range(size)]
-            loss, parts = window_loss(head, windows, prompt_every_frame)
+            loss, parts = window_loss(head, windows, prompt_every_frame, size_balance)
             _optimiser_step(loss, params, optimiser, scheduler, max_grad_norm)
             losses.append(loss.item())
             record = {"step": step, "loss": losses[-1], **{name: value.item() for name, value in parts.items()},
@@ -448,7 +468,9 @@ def evaluate_mask_head(
     tracked over all its frames (the first `max_frames` if given) for its tracking-query object. Masks are
     the low-res logits upsampled to the frame size, boxes the masks' boxes. Returns the means over clips of
     J, F, J&F (every frame, DAVIS), success AUC and precision at 20 px (OTB, frames with the object visible),
-    all in [0, 1], plus {clips, frames, seconds}.
+    J&F apart for objects under / over SMALL_OBJECT_PX (median visible area; absent when no clip has one) and
+    the absent-frame accuracy (frames where the object is not visible and the tracker reports nothing, over all
+    such frames), all in [0, 1], plus {clips, frames, seconds}.
     """
     if clips < 1:
         raise ConfigError(f"evaluate_mask_head needs clips >= 1, got {clips}")
@@ -456,8 +478,9 @@ def evaluate_mask_head(
     was_training = head.training
     head.eval()
     size = head.config.image_size
-    scores: dict[str, list[float]] = {"J": [], "F": [], "J&F": [], "success_auc": [], "precision_20px": []}
-    total_frames = 0
+    scores: dict[str, list[float]] = {"J": [], "F": [], "J&F": [], "success_auc": [], "precision_20px": [],
+                                      "J&F_small": [], "J&F_large": []}
+    total_frames = absent_frames = absent_right = 0
     for i in range(clips):
         clip = make_clip(i, seed, scene)
         k = _track_object(clip)
@@ -473,10 +496,16 @@ def evaluate_mask_head(
             scores[name].append(jf[name])
         scores["success_auc"].append(tracking_success_auc(pred_boxes, gt_boxes))
         scores["precision_20px"].append(tracking_precision(pred_boxes, gt_boxes))
+        visible = clip.visible[:num_frames, k]
+        small = float(np.median(clip.areas[:num_frames, k][visible])) < SMALL_OBJECT_PX
+        scores["J&F_small" if small else "J&F_large"].append(jf["J&F"])
+        absent_frames += int((~visible).sum())
+        absent_right += sum(b is None for b, v in zip(pred_boxes, visible, strict=True) if not v)
         total_frames += num_frames
     head.train(was_training)
     return {
-        **{name: float(np.mean(values)) for name, values in scores.items()},
+        **{name: float(np.mean(values)) for name, values in scores.items() if values},
+        **({"absent_accuracy": absent_right / absent_frames} if absent_frames else {}),
         "clips": clips,
         "frames": total_frames,
         "seconds": time.perf_counter() - start_time,

@@ -3,6 +3,8 @@
 The tiny checkpoint misses the region, answer and tracking bars (docs/training.md). These probes locate
 the causes:
 
+- `connector_variation`: how much the connector's output tokens vary across inputs, relative to their
+  spread; near 0 means the LLM gets the same visual tokens for every image (it cannot look).
 - `vision_region_probe`: a ridge-regression probe (closed form, no training loop) from the vision
   encoder's normalised tokens to the coverage of each colour-shape category in each sub-cell of a patch
   (the stage-0 targets, `vision_pretrain.patch_targets`), fitted on single frames of training clips.
@@ -143,6 +145,28 @@ def blind_answer_em(held: list[Clip]) -> dict:
     return {"queries": n, "exact_match": sum(Counter(v).most_common(1)[0][1] for v in by_type.values()) / n}
 
 
+@torch.no_grad()
+def connector_variation(model, held: list[Clip]) -> dict:
+    """How much the connector's output depends on the image: over the region frames of `held` (as images) and
+    the clips' videos, the standard deviation across inputs of each output element, averaged, over the standard
+    deviation of all elements. Near 0: the connector gives the same tokens whatever it sees (the LLM is blind)."""
+    cfg = model.cfg
+    out = {}
+    for media in ("image", "video"):
+        if media == "image":
+            frames = [resize_frames(c.frames[q.frame:q.frame + 1], cfg.vision.image_size)
+                      for c in held for q in c.queries if q.task == "region"]
+        else:
+            from tpo.model.preprocess import middle_frame_indices
+
+            frames = [resize_frames(c.frames[middle_frame_indices(cfg.vision.num_frames, c.num_frames)],
+                                    cfg.vision.image_size) for c in held]
+        tokens = torch.cat([model.encode_visual(torch.stack([frames_to_pixels(f, cfg) for f in frames[i:i + 16]]))
+                            for i in range(0, len(frames), 16)]).float()                 # (N, Q, H)
+        out[media] = float(tokens.std(dim=0).mean() / tokens.std())
+    return {"inputs": len(held), "across_input_std_over_std": out}
+
+
 def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_clips: int) -> dict:
     from tpo.data.files import Dataset
 
@@ -150,7 +174,8 @@ def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_c
 
     heads = evaluate(model, tokenizer, Dataset(root=Path("held-out"), meta={}, clips=held),
                      tasks=("region", "conversation"))["metrics"]
-    return {"region_head": heads["region"], "vision_probe": vision_region_probe(model, held, train_clips, seed),
+    return {"connector": connector_variation(model, held),
+            "region_head": heads["region"], "vision_probe": vision_region_probe(model, held, train_clips, seed),
             "answers": heads["conversation"], "blind_answers": blind_answer_em(held),
             "track": track_prompt_probe(model, tokenizer, held[:track_clips])}
 
@@ -178,11 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         print(json.dumps(out))
     else:
+        v = out["connector"]["across_input_std_over_std"]
+        print(f"connector output, across-input std / std: images {v['image']:.3f}, videos {v['video']:.3f}")
         print(f"region Acc@0.5: head {out['region_head']['Acc@0.5']:.2f}, linear probe on its vision tokens "
               f"{out['vision_probe']['Acc@0.5']:.2f} (mIoU {out['vision_probe']['mIoU']:.2f}, "
               f"{out['vision_probe']['queries']} queries)")
+        gap = out['answers']['exact_match'] - out['blind_answers']['exact_match']
         print(f"answer exact match: model {out['answers']['exact_match']:.2f}, blind majority per question type "
-              f"{out['blind_answers']['exact_match']:.2f} ({out['blind_answers']['queries']} queries)")
+              f"{out['blind_answers']['exact_match']:.2f} (gap {gap:+.2f}, {out['blind_answers']['queries']} queries)")
         t = out["track"]
         for name in ("exact_box", "centre_box", "model"):
             print(f"track from the {name.replace('_', ' ')} prompt: success AUC {t[name]['success_AUC']:.3f}, "

@@ -54,15 +54,17 @@ class TrainState:
     stage: int = 1
     step: int = 0
     done_stages: list[int] = field(default_factory=list)
-    stage0_parts: list[str] = field(default_factory=list)   # "mask", "vision": stage 0's finished parts
+    stage0_parts: list[str] = field(default_factory=list)   # "mask", "vision", "connector": stage 0's finished parts
 
 
 # ---- what each stage trains -------------------------------------------------------------------------
 
-def trainable_parameters(model: TPOModel, stage: int, freeze_vision: bool = False) -> list[torch.nn.Parameter]:
+def trainable_parameters(model: TPOModel, stage: int, freeze_vision: bool = False,
+                         freeze_connector: bool = False) -> list[torch.nn.Parameter]:
     """Stage 1: vision, connector, LLM and task embeddings on the LM loss. Stage 2: every registered head
     (`TrainHead.parameters`) and the task embeddings. Stage 3: everything but the frozen mask head.
-    freeze_vision: also leave the vision encoder (and vision_layernorm) out of stages 1 and 3."""
+    freeze_vision: also leave the vision encoder (and vision_layernorm) out of stages 1 and 3;
+    freeze_connector: the connector likewise."""
     embeddings = tuple(t.embedding for t in TASKS.values())
     names = {
         1: ("vision_encoder.", "vision_layernorm.", "connector.", "lm.", *embeddings),
@@ -70,7 +72,8 @@ def trainable_parameters(model: TPOModel, stage: int, freeze_vision: bool = Fals
     }
     params = []
     for name, p in model.named_parameters():
-        if name.startswith("sam.") or (freeze_vision and name.startswith(("vision_encoder.", "vision_layernorm."))):
+        if name.startswith("sam.") or (freeze_vision and name.startswith(("vision_encoder.", "vision_layernorm."))) \
+                or (freeze_connector and name.startswith("connector.")):
             wanted = False
         elif stage == 3:
             wanted = not name.startswith(("loc_encoder.", "temporal_embed.", "action_embed.", "merge_proj.",
@@ -194,7 +197,7 @@ def load_state(out: Path, model: TPOModel, rc: RecipeConfig) -> tuple[TrainState
 def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int, state: TrainState,
               out: Path, log: Callable[[dict], None], opt_state: dict | None, progress: bool) -> None:
     total = rc.steps(stage)
-    params = trainable_parameters(model, stage, rc.freeze_vision)
+    params = trainable_parameters(model, stage, rc.freeze_vision, rc.freeze_connector)
     optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=rc.weight_decay)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
@@ -242,6 +245,7 @@ def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int,
 
 def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Callable[[dict], None] | None = None):
     """Run the recipe into `out` (resuming from out/state if present); returns the trained model."""
+    from .connector_pretrain import pretrain_connector
     from .mask_pretrain import pretrain_mask_head
     from .vision_pretrain import pretrain_vision_encoder
 
@@ -281,6 +285,16 @@ def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Ca
                                                  progress=progress)
                 log({"stage": 0, "part": "vision", "done": True, "seconds": round(time.time() - t1, 1), **vision})
                 state.stage0_parts.append("vision")
+                save_state(out, model, None, state, rc)
+            if rc.connector_steps and "connector" not in state.stage0_parts:
+                t1 = time.time()
+                connector, _ = pretrain_connector(model, steps=rc.connector_steps, seed=rc.seed,
+                                                  attention=rc.connector_attention,
+                                                  log=lambda r: log({"stage": 0, "part": "connector", **r}),
+                                                  progress=progress)
+                log({"stage": 0, "part": "connector", "done": True, "seconds": round(time.time() - t1, 1),
+                     **connector})
+                state.stage0_parts.append("connector")
             log({"stage": 0, "done": True, "seconds": round(time.time() - t0, 1)})
             state.done_stages.append(0)
             state.stage, state.step = 1, 0

@@ -25,6 +25,8 @@ class RecipeConfig:
     batch_size: int = 16            # samples per step, taken as whole clips (all queries of a clip share its frames)
     stage0_steps: int = 250         # 0: mask head pretraining steps (the first recipe.STAGE0_IMAGE_FRAC on images)
     vision_steps: int = 400         # 0: vision encoder pretraining steps (train/vision_pretrain.py)
+    connector_steps: int = 0        # 0: connector representation steps (train/connector_pretrain.py)
+    connector_attention: bool = False  # stage 0: also supervise where each slot's query looks (connector_pretrain)
     stage1_steps: int = 200
     stage2_steps: int = 100
     stage3_steps: int = 400
@@ -35,6 +37,7 @@ class RecipeConfig:
     grad_clip: float = 1.0
     temporal_weight: float = 0.05   # the release's factor on CG-DETR's set criterion
     freeze_vision: bool = False     # True: stages 1-3 leave the stage-0 vision encoder as it is
+    freeze_connector: bool = False  # True: stages 1-3 leave the stage-0 connector as it is
     heads: tuple[str, ...] = HEADS
     stages: tuple[int, ...] = STAGES
     checkpoint_every: int = 100

@@ -63,9 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--stage{s}-steps", type=int, default=d.steps(s), help=_STAGE_HELP[s])
     p.add_argument("--vision-steps", type=int, default=d.vision_steps,
                    help="stage 0: vision encoder pretraining steps (0: none)")
+    p.add_argument("--connector-steps", type=int, default=d.connector_steps,
+                   help="stage 0: connector representation steps (slot descriptions; 0: none)")
+    p.add_argument("--connector-attention", action=argparse.BooleanOptionalAction, default=d.connector_attention,
+                   help="stage 0: also supervise where each connector slot looks (its category's vision tokens)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine)")
     p.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=d.freeze_vision,
                    help="leave the stage-0 vision encoder out of stages 1-3")
+    p.add_argument("--freeze-connector", action=argparse.BooleanOptionalAction, default=d.freeze_connector,
+                   help="leave the stage-0 connector out of stages 1-3")
     p.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
                    help="factor on the temporal head's set criterion in the joint loss")
     p.add_argument("--eval-clips", type=int, default=0, help="score the result on this many held-out clips")
@@ -83,7 +89,7 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
     for flag in ("train_clips", "queries_per_task", "batch_size"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
-    for flag in [f"stage{s}_steps" for s in STAGES] + ["vision_steps", "eval_clips"]:
+    for flag in [f"stage{s}_steps" for s in STAGES] + ["vision_steps", "connector_steps", "eval_clips"]:
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
     if not args.lr > 0:
@@ -93,7 +99,8 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
     return RecipeConfig(
         config=args.config, seed=args.seed, train_clips=args.train_clips,
         queries_per_task=args.queries_per_task, batch_size=args.batch_size, vision_steps=args.vision_steps,
-        freeze_vision=args.freeze_vision,
+        connector_steps=args.connector_steps, connector_attention=args.connector_attention,
+        freeze_vision=args.freeze_vision, freeze_connector=args.freeze_connector,
         lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
         **{f"stage{s}_steps": getattr(args, f"stage{s}_steps") for s in STAGES},
     )

@@ -10,6 +10,7 @@ from tpo.data import files as data_module
 from tpo.data.cli import main as data_main
 from tpo.data.files import (
     CATEGORIES,
+    ROLES,
     ROUTES,
     TASKS,
     ClipSpec,
@@ -20,7 +21,9 @@ from tpo.data.files import (
     make_dataset,
     object_footprint,
     qvhighlights_clip_labels,
+    seen_when_sampled,
     visible_spans,
+    well_visible,
 )
 from tpo.errors import ConfigError, InputError
 from tpo.model.tokenizer import NUMBER_WORDS
@@ -62,7 +65,7 @@ def test_shapes_dtypes_and_ranges(clips):
         assert c.boxes.shape == (t, n, 4) and c.boxes.dtype == np.float32
         assert c.areas.shape == (t, n) and c.occluded.shape == (t, n)
         assert c.mask(0, 0).shape == (72, 96) and c.masks(0).shape == (t, 72, 96)
-        assert 8 <= s.fps <= 11 and 4.0 <= s.duration_s <= 5.0 and 1 <= n <= 4
+        assert 8 <= s.fps <= 11 and 4.0 <= s.duration_s <= 5.0 and 2 <= n <= 5
         assert len({(o.colour, o.shape) for o in s.objects}) == n
         assert all(12.0 <= o.size_px <= 30.0 for o in s.objects)
         assert s.background in ("plain", "noise")
@@ -135,32 +138,77 @@ def test_queries_are_balanced_and_match_the_ground_truth(clips):
             o = objs[q.object_id] if q.object_id is not None else None
             if q.task == "track":
                 assert q.question == f"track the {o.colour} {o.shape}"
+                assert well_visible(c, q.object_id)[0]
             elif q.task == "region":
                 assert q.question == f"where is the {o.colour} {o.shape}?"
                 assert q.box == c.box(q.frame, q.object_id) and q.box is not None
                 assert c.areas[q.frame, q.object_id] >= 0.5 * c.areas[:, q.object_id].max()
             elif q.task == "temporal":
                 assert q.question == f"when does the {o.colour} {o.shape} appear?"
-                assert list(q.spans) == c.spans[q.object_id]
+                assert list(q.spans) == c.spans[q.object_id] and o.role in ("window", "return")
             elif q.question == "how many shapes are there?":
-                assert q.answer == NUMBER_WORDS[len(objs)] and q.route == "none"
+                assert q.answer == NUMBER_WORDS[len(objs)] and q.route == "none" and c.spec.countable
+                assert all(seen_when_sampled(c, k) for k in range(len(objs)))
             elif q.question.startswith("what colour"):
                 assert q.question == f"what colour is the {o.shape}?" and q.answer == o.colour
                 assert sum(p.shape == o.shape for p in objs) == 1
             else:
                 assert q.question == f"what shape is the {o.colour} object?" and q.answer == o.shape
                 assert sum(p.colour == o.colour for p in objs) == 1
+            if q.task == "conversation" and q.object_id is not None:
+                assert seen_when_sampled(c, q.object_id)      # any 8 even samples show the object asked about
 
 
 def test_spread_has_entering_leaving_multi_span_and_occlusion(clips):
     temporal = [(c, q) for c in clips for q in c.queries if q.task == "temporal"]
-    partial = [q for c, q in temporal if list(q.spans) != [(0.0, c.duration_s)]]
-    assert len(partial) >= 3
-    assert any(len(q.spans) > 1 for q in partial)
+    assert all(list(q.spans) != [(0.0, c.duration_s)] for c, q in temporal)      # never the whole clip
+    assert any(len(q.spans) > 1 for c, q in temporal)
     assert sum(c.occluded.any() for c in clips) >= 3
     assert any(s[0][0] > 0 for c in clips for s in c.spans)                       # enters late
     assert any(s[-1][1] < c.duration_s for c in clips for s in c.spans)            # leaves early
     assert len({q.answer for c in clips for q in c.queries if q.task == "conversation"}) >= 3
+    roles = {o.role for c in clips for o in c.spec.objects}
+    assert roles == set(ROLES)
+    returning = [(c, k) for c in clips for k, o in enumerate(c.spec.objects) if o.role == "return"]
+    assert returning and all(c.visible[0, k] and c.visible[-1, k] and not c.visible[:, k].all() for c, k in returning)
+
+
+def test_every_clip_has_several_objects_and_two_in_view_at_the_start(clips):
+    for c in clips:
+        assert len(c.spec.objects) >= 2
+        at_start = [k for k, o in enumerate(c.spec.objects) if o.role != "window"]
+        assert len(at_start) >= 2 and all(c.visible[0, k] for k in at_start)
+
+
+def test_temporal_spans_are_short_and_anywhere():
+    """Default scenes: every temporal query's longest span is 10-60 % of the clip (a few frames' slack for the
+    entry and exit), the spans start anywhere, and a whole-clip answer reaches IoU 0.5 on few of them."""
+    clips = [make_clip(i, 5) for i in range(16)]
+    fractions, starts, whole = [], [], []
+    for c in clips:
+        for q in (q for q in c.queries if q.task == "temporal"):
+            longest = max(e - s for s, e in q.spans)
+            fractions.append(longest / c.duration_s)
+            starts += [s / c.duration_s for s, _ in q.spans]
+            whole.append(longest / c.duration_s >= 0.5)       # IoU of [0, duration] with the best span
+    slack = 2 / 8                                              # two frames at the lowest fps, in seconds
+    assert all(0.1 - slack / 6 <= f <= 0.6 + slack / 6 for f in fractions), fractions
+    assert min(starts) == 0.0 and max(starts) > 0.5
+    assert np.mean(whole) < 0.2
+
+
+def test_conversation_answers_are_balanced():
+    """No constant answer wins: over 60 clips the most common answer of each question type is a minority."""
+    answers: dict[str, list[str]] = {}
+    for i in range(60):
+        for q in make_clip(i, SEED, CFG).queries:
+            if q.task == "conversation":
+                answers.setdefault(" ".join(q.question.split()[:2]), []).append(q.answer)
+    assert set(answers) == {"how many", "what colour", "what shape"}
+    for kind, given in answers.items():
+        top = max(given.count(a) for a in set(given))
+        assert top / len(given) <= 0.5, (kind, given)
+    assert set(answers["how many"]) == {"two", "three", "four", "five"}
 
 
 def test_qvhighlights_clip_labels_rule():
@@ -308,5 +356,5 @@ def test_cli_make_and_info(tmp_path, capsys):
 def test_default_config_clip_is_quick_and_in_range():
     c = make_clip(0, 0)
     assert c.frames.shape[1:] == (240, 320, 3)
-    assert 8 <= c.fps <= 30 and 4.0 <= c.duration_s <= 12.0
+    assert 8 <= c.fps <= 15 and 6.0 <= c.duration_s <= 12.0
     assert math.isclose(c.duration_s, c.num_frames / c.fps)

@@ -25,6 +25,8 @@ def test_bad_configs_name_the_key(tmp_path):
         config_from_dict({"vision": {"depth": "4"}})
     with pytest.raises(ConfigError, match="temporal_features"):
         config_from_dict({"temporal_features": "psychic"})
+    with pytest.raises(ConfigError, match="position_table"):
+        config_from_dict({"vision": {"position_table": "3d"}})
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"name": "mine", "llm": {"num_layers": 2}}))
     assert load_config(path).llm.num_layers == 2

@@ -32,6 +32,35 @@ def test_position_table_is_the_4_frame_table_interpolated_in_time():
     assert torch.allclose(t8[7], base[3])
 
 
+def test_2d_position_table_keeps_time_row_and_column_apart():
+    """The "2d" table: a quarter of the channels the frame index, then the row, then the column, so each is a
+    linear read-out; the default stays the release's 1-D table."""
+    from dataclasses import replace
+
+    from tpo.model.vision_encoder import separable_position_table
+
+    assert TINY.position_table == "1d"
+    cfg = replace(TINY, position_table="2d")
+    g, c = cfg.grid, cfg.width
+    t = video_position_table(cfg, 3).reshape(3, g, g, c)
+    assert torch.equal(t, separable_position_table(cfg, 3).reshape(3, g, g, c))
+    ct, cs = c // 4, (c - c // 4) // 2
+    for f in range(3):
+        for r in range(g):
+            for col in range(g):
+                assert torch.equal(t[f, r, col, :ct], sinusoid_table(3, ct)[f])
+                assert torch.equal(t[f, r, col, ct:ct + cs], sinusoid_table(g, cs)[r])
+                assert torch.equal(t[f, r, col, ct + cs:], sinusoid_table(g, cs)[col])
+    # one frame (an image) is frame 0 of a video
+    assert torch.equal(video_position_table(cfg, 1), t[0].reshape(-1, c))
+    # the model uses it: the encoder's output changes with the table
+    torch.manual_seed(0)
+    one, two = VisionEncoder(TINY).eval(), VisionEncoder(cfg).eval()
+    two.load_state_dict(one.state_dict())
+    x = torch.randn(1, 3, 2, 32, 32)
+    assert not torch.allclose(one(x), two(x))
+
+
 def test_blocks_and_names_follow_the_release():
     enc = VisionEncoder(TINY)
     assert len(enc.encoder.blocks) == TINY.depth + TINY.return_index + 1 == 2

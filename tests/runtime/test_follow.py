@@ -25,9 +25,10 @@ def _region_question(clip) -> str:
 
 def test_a_box_prompts_the_tracker_on_the_object_it_boxes(session):
     """Each object's true box, through `mask_box_prompt`, gives the prompted frame's mask of THAT object (on a
-    held-out clip with three objects). The tracked frames after it are the tiny SAM2's own business: its memory
-    path drifts to the most salient object whatever the prompt (measured, docs/runtime.md)."""
-    clip = make_clip(2, 1000)
+    held-out clip with three objects on frame 0: clip_00006 of generator v2). The tracked frames after it are the
+    tiny SAM2's own business: its memory path drifts to the most salient object whatever the prompt (measured,
+    docs/runtime.md)."""
+    clip = make_clip(6, 1000)
     h, w = clip.frames.shape[1:3]
     objects = [k for k in range(clip.boxes.shape[1]) if clip.box(0, k) is not None]
     assert len(objects) == 3

@@ -240,7 +240,10 @@ def test_temporal_features_stay_within_what_the_head_takes(fp32_artifacts):
     assert offline["clips_dropped"] > 0 and len(offline["saliency"]) == 4
     assert offline["span_s"][1] == pytest.approx(total, abs=clip_s)
     assert offline["span_s"][0] == pytest.approx(offline["clips_dropped"] * clip_s)
-    assert all(offline["span_s"][0] - 1e-6 <= w[0] <= w[1] <= offline["span_s"][1] + 1e-6 for w in offline["windows"])
+    # windows are snapped to the clip grid after being clamped to the span: an end may round up to the last kept
+    # clip's edge when the clip's length is off the grid (generator v2's clip_00000: 10.92 s), never further
+    grid_end = offline["span_s"][0] + len(offline["saliency"]) * clip_s
+    assert all(offline["span_s"][0] - 1e-6 <= w[0] <= w[1] <= grid_end + 1e-6 for w in offline["windows"])
 
 
 def test_an_answer_cut_at_its_token_limit_says_so(fp32_artifacts):

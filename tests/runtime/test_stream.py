@@ -141,11 +141,16 @@ def test_temporal_windows_online_and_offline(session, clip):
     final = [e for e in events if e["type"] == "temporal" and "event" not in e]
     assert len(final) == 1 and final[0]["text"].startswith(results[0].event("answer")["text"].split(": ")[1])
     duration = len(frames) / clip.fps
+    clip_len = final[0]["clip_len_s"]
+    n_clips = math.ceil(duration / clip_len - 1e-6)
     windows = final[0]["windows"]
     assert len({(a, b) for a, b, _ in windows}) == len(windows), "no duplicate windows"
     for start, end, score in windows:
-        assert 0 <= start <= end <= duration + 1e-6 and 0 <= score <= 1
-    assert len(final[0]["saliency"]) == math.ceil(duration / final[0]["clip_len_s"] - 1e-6)
+        # clamped to the duration, then snapped to the clip grid (the release's rule): a duration off the grid
+        # lets an end round up to the last clip's edge, never further
+        assert 0 <= start <= end <= n_clips * clip_len + 1e-6 and 0 <= score <= 1
+        assert abs(start / clip_len - round(start / clip_len)) < 1e-6 and abs(end / clip_len - round(end / clip_len)) < 1e-6
+    assert len(final[0]["saliency"]) == n_clips
     online = [e for e in events if e.get("event") in ("open", "close")]
     assert [e["event"] for e in online] == ["open", "close"] * (len(online) // 2)   # every open is closed
     last_close = 0.0

@@ -86,9 +86,18 @@ def test_perfect_answers_score_one(dataset, monkeypatch):
     assert m["routing_accuracy"] == 1.0
     scores = all_task_metrics(m)
     assert scores.pop("track/success_AUC") == pytest.approx(PERFECT_SUCCESS_AUC)   # OTB's 20/21, see metrics
+    assert scores.pop("track/success_AUC_multi") == pytest.approx(PERFECT_SUCCESS_AUC)
     assert scores == dict.fromkeys(scores, 1.0)
     assert set(m["temporal"]) == {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU", "mAP", "mAP@0.5", "mAP@0.75"}
-    assert set(m["track"]) == {"success_AUC", "precision@20px", "J", "F", "J&F"}
+    assert {"success_AUC", "precision@20px", "J", "F", "J&F", "success_AUC_multi"} <= set(m["track"]) <= {"success_AUC", "precision@20px", "J", "F", "J&F",
+                                                      "success_AUC_multi", "absent_accuracy", "J&F_small",
+                                                      "J&F_large"}
+    assert "J&F_small" in m["track"] or "J&F_large" in m["track"]
+    assert set(m["region"]) == {"Acc@0.5", "mIoU"}
+    # every blind baseline scores below the perfect model: positive margins everywhere
+    for task, values in out["margins"].items():
+        for name, rec in ([(task, values)] if "margin" in values else values.items()):
+            assert rec["margin"] >= 0, (task, name, rec)
     c = out["counts"]
     assert c["clips"] == 2 and c["queries"] == len(dataset.queries) == sum(c["queries_per_task"].values())
     assert c["routed_correctly"] == c["queries_per_task"]
@@ -180,7 +189,7 @@ def test_real_heads_outputs_are_scored_in_range(tiny, dataset, monkeypatch):
 def test_real_model_end_to_end(tiny, dataset):
     model, tok = tiny
     out = evaluate(model, tok, dataset, max_clips=1, tasks=["region", "conversation"], records=True)
-    assert set(out) == {"data", "scoring", "metrics", "counts", "records"}
+    assert set(out) == {"data", "scoring", "metrics", "baselines", "margins", "counts", "records"}
     assert 0.0 <= out["metrics"]["routing_accuracy"] <= 1.0
     assert out["counts"]["queries"] == len(out["records"]) == 2
     conf = out["counts"]["confusion"]
@@ -219,3 +228,118 @@ def test_cli_json_and_predictions_file(tiny, data_dir, tmp_path, capsys):
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r["task"] for r in lines] == ["region", "conversation"]
     assert np.isfinite(out["metrics"]["region"]["Acc@0.5"])
+
+
+# ---- blind baselines and the query swap -------------------------------------------------------------------
+
+
+def blind_result(q, clip, mean_box, majority) -> GenerationResult:
+    """What each blind baseline answers: the mean box, the whole clip, the first-frame box held, the majority
+    answer of the question's type."""
+    res = GenerationResult(text=majority.get(" ".join(q.question.split()[:2]), ""), raw_text="", task=q.route,
+                           token_ids=[])
+    w, h = clip.spec.width, clip.spec.height
+    if q.task == "region":
+        res.region.append(RegionResult(box_xyxy=list(mean_box * [w, h, w, h]), box_normalised=[], frame=0))
+    elif q.task == "temporal":
+        res.temporal.append(TemporalResult(windows=[[0.0, clip.duration_s, 1.0]], saliency=[], clip_len_s=1.0))
+    elif q.task == "track":
+        first = clip.box(0, q.object_id)
+        res.track.append(TrackResult(masks=np.repeat(clip.masks(q.object_id)[:1], clip.num_frames, axis=0),
+                                     boxes=[list(first)] * clip.num_frames, scores=[]))
+    return res
+
+
+def test_blind_answers_score_their_baselines_and_no_margin(dataset, monkeypatch):
+    """A model that answers exactly as a blind baseline does scores that baseline, so its margin is 0 (or
+    below, where another baseline is better): the baselines are computed, not assumed."""
+    region = [q for q in dataset.queries if q.task == "region"]
+    clips = {c.name: c for c in dataset.clips}
+    answers: dict[str, list[str]] = {}
+    for q in dataset.queries:
+        if q.task == "conversation":
+            answers.setdefault(" ".join(q.question.split()[:2]), []).append(q.answer)
+    majority = {t: max(set(a), key=a.count) for t, a in answers.items()}
+    mean_box = np.mean([np.array(q.box) / np.array([clips[q.vid].spec.width, clips[q.vid].spec.height] * 2)
+                        for q in region], axis=0)
+    fake = scripted_generate(dataset, lambda q, clip, video: blind_result(q, clip, mean_box, majority))
+    monkeypatch.setattr(evaluate_module, "generate", fake)
+    out = evaluate(None, None, dataset)
+    m, b = out["metrics"], out["baselines"]
+    assert m["region"] == pytest.approx(b["region"]["mean box"])
+    assert m["temporal"] == pytest.approx(b["temporal"]["whole clip"])
+    held = b["track"]["first-frame box held"]
+    assert {k: m["track"][k] for k in held} == pytest.approx(held)
+    assert m["conversation"]["exact_match"] == pytest.approx(b["conversation"]["constant answer"]["exact_match"])
+    assert b["routing_accuracy"]["constant route"] == pytest.approx(0.25)
+    for task in ("region", "temporal", "track", "conversation"):
+        assert all(rec["margin"] <= 1e-9 for rec in out["margins"][task].values()), task
+
+
+def test_query_swap_passes_only_when_the_answer_follows_the_question(dataset, monkeypatch):
+    """Asked about another object, a model that answers about the object named passes; one that answers
+    about the first object whatever the question says fails."""
+    def run(follow: bool) -> dict:
+        records = {}
+
+        def ask(clip, video, q):
+            key = (clip.name, q.task)
+            if key not in records:
+                records[key] = q
+            shown = q if follow else records[key]
+            return perfect_result(shown, clip, q.route)
+
+        return evaluate(None, None, dataset, swap=True, ask=ask)["swap"]
+
+    good, bad = run(follow=True), run(follow=False)
+    assert set(good) == set(bad) and set(good) <= {"region", "track"} and good
+    for task in good:
+        assert good[task]["pass_rate"] == 1.0 and bad[task]["pass_rate"] == 0.0
+        assert good[task]["clips"] == bad[task]["clips"] >= 1
+
+
+def test_runtime_events_become_the_results_evaluate_scores(dataset):
+    from tpo.train.runtime_eval import result_from_events
+
+    clip = dataset.clips[0]
+    track = next(q for q in clip.queries if q.task == "track")
+    mask = clip.masks(track.object_id)[0]
+    from pycocotools import mask as mask_util
+
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    events = [{"type": "answer", "task": "track", "model_text": ""},
+              {"type": "track", "frame": 0, "object": 0, "present": True, "box": list(clip.box(0, track.object_id)),
+               "mask_rle": {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}},
+              {"type": "track", "frame": 1, "object": 0, "present": False, "box": None}]
+    res = result_from_events(events, clip, track)
+    assert res.task == "track" and res.track[0].boxes[0] == list(clip.box(0, track.object_id))
+    assert res.track[0].boxes[1] is None and np.array_equal(res.track[0].masks[0], mask)
+    assert not res.track[0].masks[1:].any() and len(res.track[0].boxes) == clip.num_frames
+    temporal = next(q for q in clip.queries if q.task == "temporal")
+    res = result_from_events([{"type": "answer", "task": "temporal", "model_text": ""},
+                              {"type": "temporal", "event": "open", "time_s": 0.5},
+                              {"type": "temporal", "text": "x", "windows": [[0.5, 1.5, 0.9]]}], clip, temporal)
+    assert res.temporal[0].windows == [[0.5, 1.5, 0.9]]
+    chat = next(q for q in clip.queries if q.task == "conversation")
+    res = result_from_events([{"type": "answer", "task": "none", "model_text": "three"}], clip, chat)
+    assert res.task == "none" and res.text == "three"
+
+
+def test_absent_frames_count_only_when_the_tracker_says_nothing(dataset):
+    """The absent-frame accuracy: over the frames where the object is not visible, the share with no box."""
+    from dataclasses import replace
+
+    from tpo.train.heads import TrackScorer
+
+    clip = dataset.clips[0]
+    k = next(q.object_id for q in clip.queries if q.task == "temporal")      # an object that is not always in view
+    q = replace(next(q for q in clip.queries if q.task == "track"), object_id=k)
+    absent = int((~clip.visible[:, k]).sum())
+    assert absent > 0
+    exact, held = TrackScorer(), TrackScorer()
+    exact.add(clip, q, perfect_result(q, clip, "track").track[0])
+    box = next(clip.box(t, k) for t in range(clip.num_frames) if clip.visible[t, k])
+    held.add(clip, q, TrackResult(masks=np.repeat(clip.masks(k)[:1], clip.num_frames, axis=0),
+                                  boxes=[list(box)] * clip.num_frames, scores=[]))
+    assert exact.summary()["absent_accuracy"] == 1.0 and held.summary()["absent_accuracy"] == 0.0
+    assert held.baselines()["first-frame box held"]["absent_accuracy"] == (0.0 if clip.visible[0, k] else 1.0)

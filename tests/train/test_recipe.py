@@ -118,3 +118,26 @@ def test_stage0_trains_video_windows_and_resumes_part_by_part(tmp_path, monkeypa
                         lambda model, steps, seed, log, progress: calls.append(("vision", steps)) or {})
     train(rc, tmp_path, progress=False)
     assert calls == [("vision", 5)]
+
+
+def test_stage0_connector_part_takes_the_recipe_settings_and_is_not_redone(tmp_path, monkeypatch):
+    """The connector part (`--connector-steps`, `--connector-attention`) runs after the vision part and is
+    saved as done: a resumed run goes on to stage 1 without redoing it."""
+    from tpo.train import connector_pretrain, mask_pretrain, vision_pretrain
+    from tpo.train.recipe import train
+
+    calls = []
+    monkeypatch.setattr(mask_pretrain, "pretrain_mask_head", lambda *a, **k: {})
+    monkeypatch.setattr(vision_pretrain, "pretrain_vision_encoder", lambda *a, **k: {})
+
+    def connector(model, steps, seed, attention, log, progress):
+        calls.append((steps, attention))
+        return {"steps": steps}, None
+
+    monkeypatch.setattr(connector_pretrain, "pretrain_connector", connector)
+    rc = RecipeConfig(stages=(0,), stage0_steps=2, vision_steps=2, connector_steps=7, connector_attention=True)
+    train(rc, tmp_path, progress=False)
+    assert calls == [(7, True)]
+    assert '"part": "connector", "done": true' in (tmp_path / "log.jsonl").read_text()
+    train(rc, tmp_path, progress=False)
+    assert calls == [(7, True)]

@@ -24,12 +24,16 @@ MAX_PRED_WINDOWS = 10                                      # QVHighlights scores
 class TemporalScorer:
     """R1@{0.3, 0.5, 0.7} and mIoU (Charades-STA) of the top-1 window against the query's spans (the
     best-matching span counts); mAP (QVHighlights, IoU 0.5:0.05:0.95) of the first 10 scored windows
-    against all spans."""
+    against all spans.
+
+    Blind baselines: the whole clip as the one window, and the mean window (the mean start and end of the
+    queries' longest spans, as fractions of each clip)."""
 
     def __init__(self) -> None:
         self.top1: list = []            # [s, e, score] | None
         self.windows: list[list] = []   # scored windows (first 10)
         self.gt: list[list] = []        # spans per query
+        self.duration: list[float] = []
 
     def add(self, clip: Clip, q: Query, answer) -> dict:
         windows = [[float(v) for v in w] for w in answer.windows[:MAX_PRED_WINDOWS]] if answer is not None else []
@@ -37,14 +41,26 @@ class TemporalScorer:
         self.top1.append(windows[0] if windows else None)
         self.windows.append(windows)
         self.gt.append(spans)
+        self.duration.append(clip.duration_s)
         top1 = max((metrics.temporal_iou(windows[0][:2], s) for s in spans), default=0.0) if windows else 0.0
         return {"pred_windows": windows, "gt_spans": spans, "top1_iou": top1}
 
-    def summary(self) -> dict[str, float]:
-        r1 = metrics.temporal_recall_at_iou(self.top1, self.gt, R1_THRESHOLDS)
-        qvh = metrics.qvhighlights_map(self.windows, self.gt, max_pred_windows=MAX_PRED_WINDOWS)
-        return {**{f"R1@{m:g}": v for m, v in r1.items()}, "mIoU": metrics.temporal_miou(self.top1, self.gt),
+    def _scores(self, top1: list, windows: list) -> dict[str, float]:
+        r1 = metrics.temporal_recall_at_iou(top1, self.gt, R1_THRESHOLDS)
+        qvh = metrics.qvhighlights_map(windows, self.gt, max_pred_windows=MAX_PRED_WINDOWS)
+        return {**{f"R1@{m:g}": v for m, v in r1.items()}, "mIoU": metrics.temporal_miou(top1, self.gt),
                 "mAP": qvh["average"], "mAP@0.5": qvh["0.5"], "mAP@0.75": qvh["0.75"]}
+
+    def summary(self) -> dict[str, float]:
+        return self._scores(self.top1, self.windows)
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        whole = [[0.0, d, 1.0] for d in self.duration]
+        longest = np.array([max(g, key=lambda s: s[1] - s[0]) for g in self.gt]) / np.array(self.duration)[:, None]
+        start, end = longest.mean(axis=0)
+        mean = [[start * d, end * d, 1.0] for d in self.duration]
+        return {"whole clip": self._scores(whole, [[w] for w in whole]),
+                "mean window": self._scores(mean, [[w] for w in mean])}
 
 
 class TemporalTraining:

@@ -1,0 +1,328 @@
+"""Stage 0, third part: the connector's representation stage, before it ever meets the LLM (BLIP-2's stage 1).
+
+The release's Q-Former was pretrained at scale (BLIP-2's image-text stage) before the generative stage; trained
+from scratch only through the LLM's answer loss, the tiny Q-Former learned the prior and passed almost no image
+information (docs/training.md, "Known limits"). Here it learns, with the vision encoder still trainable, to
+describe the clip in its own query tokens, on the synthetic clips' own descriptions: which colour-shape objects
+show on which frame (matching: "is there a red circle on frame t?") and where (grounding: their boxes).
+
+Slots: query `k * G + g` (k the colour-shape category in `tpo.data.synthetic.CATEGORIES` order) describes
+category k on the g-th of G slot frames, G = min(F, Q // 12) (F = the vision encoder's frame count, Q the
+connector's query tokens: the release's 96 give one slot per category and frame; tiny's 16 give G = 1, one slot
+per category). A video's F frames are split into G equal runs; a slot says whether its category shows on any
+frame of its run, and where it is on the run's first frame (a track query is prompted on the clip's first). An
+image (one frame) is described the same way on every g. The description is read from the connector's output
+(what the LLM sees, after `project_up`) by a throw-away linear head: a presence logit and a box (sigmoid centre
+and size) per slot. Losses per slot: binary cross-entropy on presence; where present on the run's first frame,
+L1 (x 5) and GIoU (x 2) on the box (DETR's weights). The vision encoder keeps its stage-0 coverage loss (a fresh
+linear probe), so that the temporal head's clip features stay what the vision pretraining made them. What the
+slots carry is what the LLM's questions need: a count or a colour / shape question is presence over the clip,
+a region query a box on one image, a track query a box on the first frame.
+
+    pretrain_connector(model, steps, seed)   trains vision_encoder, vision_layernorm and connector in place;
+                                             returns (summary, slot head)
+    slot_readout(model, frames)              presence probabilities [12, F] and boxes [12, F, 4] of one input
+    connector_probe(model, clips)            what the slots pass on held-out clips (region Acc@0.5, count)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tpo.data import metrics
+from tpo.data.synthetic import CATEGORIES, Clip, SceneConfig, make_clip
+from tpo.errors import ConfigError
+from tpo.model.preprocess import middle_frame_indices
+
+from .losses import generalized_box_iou
+from .sample import frames_to_pixels, resize_frames
+from .schedule import loss_summary, warmup_cosine
+from .vision_pretrain import SUB, category_maps, patch_targets
+
+FRAMES_PER_CLIP = 12          # single frames kept per pool clip
+MIN_PRESENT_PX = 16           # a category shows on a frame when at least this many of its pixels are visible
+LOSS_WEIGHTS = {"presence": 1.0, "l1": 5.0, "giou": 2.0, "coverage": 1.0, "attention": 1.0}
+
+
+def num_queries(cfg) -> int:
+    return cfg.connector.num_query_tokens + cfg.connector.num_extra_query_tokens
+
+
+def slot_frames(cfg) -> int:
+    """G: slot frames per category, as many of the F video frames as the connector's queries allow."""
+    return min(cfg.vision.num_frames, num_queries(cfg) // len(CATEGORIES))
+
+
+def check_slots(cfg) -> None:
+    if slot_frames(cfg) < 1:
+        raise ConfigError(f"connector pretraining describes {len(CATEGORIES)} categories, one slot each at least; "
+                          f"the connector has {num_queries(cfg)} queries")
+
+
+def slot_targets(clip: Clip, index: np.ndarray, slots_t: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Presence [C, slots_t], normalised boxes [C, slots_t, 4] and whether each box counts [C, slots_t] (bool) of
+    every category on the frames `index`: one frame (an image) is repeated on every slot; more are split into
+    `slots_t` equal runs, a category present on a run when it shows on any of its frames, its box the one on the
+    run's first frame (counted where it shows there: a track query prompts on the clip's first frame)."""
+    c = len(CATEGORIES)
+    present = torch.zeros(c, len(index))
+    boxes = torch.zeros(c, len(index), 4)
+    scale = np.array([clip.spec.width, clip.spec.height] * 2, np.float64)
+    for k, o in enumerate(clip.spec.objects):
+        cat = CATEGORIES.index((o.colour, o.shape))
+        for j, t in enumerate(index):
+            if clip.areas[t, k] >= MIN_PRESENT_PX:
+                present[cat, j] = 1.0
+                boxes[cat, j] = torch.from_numpy(clip.boxes[t, k] / scale).float()
+    if len(index) == 1:
+        present, boxes = present.expand(c, slots_t), boxes.expand(c, slots_t, 4)
+    elif len(index) != slots_t:
+        if len(index) < slots_t:
+            raise ValueError(f"{len(index)} frames cannot fill {slots_t} slot frames")
+        runs = np.array_split(np.arange(len(index)), slots_t)
+        first = [int(r[0]) for r in runs]
+        boxed = present[:, first] > 0
+        present = torch.stack([present[:, r].amax(dim=1) for r in runs], dim=1)
+        return present, boxes[:, first].contiguous(), boxed
+    return present.contiguous(), boxes.contiguous(), present > 0
+
+
+class ConnectorPool:
+    """Per clip: FRAMES_PER_CLIP single frames and the video's `num_frames` middle frames, at the MLLM size,
+    with their slot targets and coverage targets."""
+
+    def __init__(self, clips: int, seed: int, cfg, scene: SceneConfig | None = None):
+        rng = np.random.default_rng([seed, 9])
+        size, f, g = cfg.vision.image_size, cfg.vision.num_frames, slot_frames(cfg)
+        grid = size // cfg.vision.patch_size
+        self.images: list[tuple] = []
+        self.videos: list[tuple] = []
+        for i in range(clips):
+            clip = make_clip(i, seed, scene)
+            singles = np.sort(rng.choice(clip.num_frames, size=min(FRAMES_PER_CLIP, clip.num_frames), replace=False))
+            middle = np.array(middle_frame_indices(f, clip.num_frames))
+            frames = resize_frames(clip.frames[singles], size)
+            cover = patch_targets(category_maps(clip, singles), grid)
+            per = grid * grid
+            for j, t in enumerate(singles):
+                self.images.append((frames[j:j + 1], *slot_targets(clip, np.array([t]), g),
+                                    cover[j * per:(j + 1) * per]))
+            self.videos.append((resize_frames(clip.frames[middle], size), *slot_targets(clip, middle, g),
+                                patch_targets(category_maps(clip, middle), grid)))
+
+
+class SlotHead(nn.Module):
+    """The throw-away read-out: connector output [B, Q, H] -> presence logits [B, C, F], boxes [B, C, F, 4]."""
+
+    def __init__(self, width: int, categories: int, frames: int):
+        super().__init__()
+        self.categories, self.frames = categories, frames
+        self.proj = nn.Linear(width, 5)
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.proj(tokens[:, : self.categories * self.frames])
+        out = out.unflatten(1, (self.categories, self.frames))                        # (B, C, F, 5)
+        centre, size = out[..., 1:3].sigmoid(), out[..., 3:5].sigmoid()
+        return out[..., 0], torch.cat([centre - size / 2, centre + size / 2], dim=-1)
+
+
+def slot_loss(logits: Tensor, boxes: Tensor, present: Tensor, target: Tensor,
+              boxed: Tensor | None = None) -> dict[str, Tensor]:
+    """Presence BCE over every slot; box L1 and GIoU over the slots `boxed` (default: the present ones)."""
+    out = {"presence": F.binary_cross_entropy_with_logits(logits, present)}
+    on = present > 0 if boxed is None else boxed
+    if bool(on.any()):
+        p, t = boxes[on], target[on]
+        out["l1"] = F.l1_loss(p, t)
+        out["giou"] = (1 - generalized_box_iou(p, t)).mean()
+    else:
+        out["l1"] = out["giou"] = logits.new_zeros(())
+    return out
+
+
+@contextmanager
+def eager_attention(module: nn.Module):
+    """Within the block, the module's transformers attention runs eagerly, so that it returns its weights (SDPA
+    does not); restored after."""
+    configs = [m.config for m in module.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    before = [c._attn_implementation for c in configs]
+    for c in configs:
+        c._attn_implementation = "eager"
+    try:
+        yield
+    finally:
+        for c, b in zip(configs, before, strict=True):
+            c._attn_implementation = b
+
+
+def connector_with_attention(model, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    """The connector's output [B, Q, H] and its first cross-attention's weights, averaged over heads [B, Q, N]."""
+    conn = model.connector
+    queries = conn.queries().expand(tokens.shape[0], -1, -1)
+    with eager_attention(conn.qformer):
+        out = conn.qformer(query_embeds=queries, encoder_hidden_states=tokens, output_attentions=True)
+    cross = next(a for a in out.cross_attentions if a is not None)
+    q = queries.shape[1]
+    return conn.project_up(out.last_hidden_state[:, :q]), cross.mean(1)[:, :q]
+
+
+def attention_targets(cover: Tensor, tokens_per_frame: int, slots_t: int) -> tuple[Tensor, Tensor]:
+    """Where each slot should look: coverage [B, N, SUB*SUB*C] (the vision targets) -> the category's coverage
+    over the tokens of the slot's frames, normalised [B, C, G, N], and whether the slot has any [B, C, G]. An
+    image's one frame belongs to every slot frame; a video's frames are split into G runs as `slot_targets`."""
+    b, n, _ = cover.shape
+    per_cat = cover.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(2).transpose(1, 2)       # (B, C, N)
+    frames = n // tokens_per_frame
+    mask = torch.ones(slots_t, n)
+    if frames > 1:
+        run_of = torch.zeros(frames, dtype=torch.long)
+        for g, r in enumerate(np.array_split(np.arange(frames), slots_t)):
+            run_of[torch.from_numpy(r)] = g
+        mask = (run_of.repeat_interleave(tokens_per_frame)[None] == torch.arange(slots_t)[:, None]).float()
+    target = per_cat[:, :, None] * mask                                                          # (B, C, G, N)
+    total = target.sum(-1)
+    return target / total.clamp(min=1e-6)[..., None], total > 1e-6
+
+
+def attention_loss(attn: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    """Cross-entropy of each described slot's cross-attention [B, C*G, N] against its target [B, C, G, N]."""
+    b, c, g, n = target.shape
+    logp = attn[:, : c * g].reshape(b, c, g, n).clamp(min=1e-8).log()
+    ce = -(target * logp).sum(-1)
+    return ce[valid].mean() if bool(valid.any()) else attn.new_zeros(())
+
+
+def pretrain_connector(
+    model,
+    steps: int = 600,
+    seed: int = 0,
+    *,
+    lr: float = 1e-3,
+    vision_lr: float = 5e-4,
+    image_batch: int = 16,
+    video_batch: int = 4,
+    pool_clips: int = 120,
+    warmup_steps: int = 20,
+    weight_decay: float = 0.02,
+    max_grad_norm: float = 1.0,
+    attention: bool = False,
+    log: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> tuple[dict, SlotHead]:
+    """Train the vision encoder, `vision_layernorm` and the connector in place on the slot descriptions (and the
+    encoder's coverage targets); returns ({steps, seconds, loss_first, loss_last}, the slot head: the read-out the
+    recipe throws away, kept for probes). attention: also supervise where each slot's query looks (its first
+    cross-attention, head-averaged, against its category's coverage of the vision tokens: `attention_loss`), the
+    content addressing a from-scratch Q-Former does not find on its own (docs/training.md). The caller's torch RNG
+    is left alone; deterministic for a seed."""
+    if steps < 1 or image_batch < 0 or video_batch < 0 or image_batch + video_batch < 1 or pool_clips < 1:
+        raise ConfigError(f"need steps, pool_clips >= 1 and a non-empty batch; got steps={steps}, "
+                          f"image_batch={image_batch}, video_batch={video_batch}, pool_clips={pool_clips}")
+    cfg = model.cfg
+    check_slots(cfg)
+    grid = cfg.vision.image_size // cfg.vision.patch_size
+    start_time = time.perf_counter()
+    pool = ConnectorPool(pool_clips, seed, cfg)
+    rng = np.random.default_rng([seed, 10])
+    losses: list[float] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="connector pretrain", unit="step")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        head = SlotHead(cfg.llm.hidden_size, len(CATEGORIES), slot_frames(cfg))
+        probe = nn.Linear(cfg.vision.width, SUB * SUB * len(CATEGORIES))
+        vision = [*model.vision_encoder.parameters(), *model.vision_layernorm.parameters()]
+        connector = list(model.connector.parameters())
+        params = vision + connector
+        for p in params:
+            p.requires_grad_(True)
+        optimiser = torch.optim.AdamW([{"params": vision, "lr": vision_lr},
+                                       {"params": connector + list(head.parameters()) + list(probe.parameters()),
+                                        "lr": lr}], weight_decay=weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(warmup_steps, steps, floor=0.05))
+        was_training = model.training
+        model.vision_encoder.train()
+        model.connector.train()
+        for step in range(steps):
+            t0 = time.perf_counter()
+            parts: dict[str, Tensor] = {}
+            for items, size in ((pool.images, image_batch), (pool.videos, video_batch)):
+                if not size:
+                    continue
+                chosen = [items[int(j)] for j in rng.choice(len(items), size=min(size, len(items)), replace=False)]
+                pixels = torch.stack([frames_to_pixels(f, cfg) for f, *_ in chosen])       # (B, 3, T, S, S)
+                tokens = model.vision_layernorm(model.vision_encoder(pixels))               # (B, N, Dv)
+                cover = torch.stack([c[4] for c in chosen])
+                if attention:
+                    out, attn = connector_with_attention(model, tokens)
+                else:
+                    out, attn = model.connector(tokens), None
+                logits, boxes = head(out)
+                present = torch.stack([c[1] for c in chosen])
+                target = torch.stack([c[2] for c in chosen])
+                boxed = torch.stack([c[3] for c in chosen])
+                part = slot_loss(logits, boxes, present, target, boxed)
+                if attn is not None:
+                    part["attention"] = attention_loss(attn, *attention_targets(cover, grid * grid, head.frames))
+                part["coverage"] = F.binary_cross_entropy_with_logits(probe(tokens), cover) * len(CATEGORIES)
+                for k, v in part.items():
+                    parts[k] = parts.get(k, 0.0) + v * LOSS_WEIGHTS[k]
+            loss = sum(parts.values())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([*params, *head.parameters(), *probe.parameters()], max_grad_norm)
+            optimiser.step()
+            scheduler.step()
+            losses.append(loss.item())
+            if log is not None:
+                log({"step": step, "loss": losses[-1], **{k: float(v.detach()) for k, v in parts.items()},
+                     "lr": optimiser.param_groups[1]["lr"], "seconds": time.perf_counter() - t0})
+            if bar is not None:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                bar.update()
+        model.train(was_training)
+    if bar is not None:
+        bar.close()
+    return loss_summary(losses, start_time), head.eval()
+
+
+@torch.no_grad()
+def slot_readout(model, head: SlotHead, frames: np.ndarray) -> tuple[Tensor, Tensor]:
+    """uint8 [T, S, S, 3] frames at the MLLM size (T = 1 or num_frames) -> presence probabilities [C, G] and
+    boxes [C, G, 4] (normalised) from the connector's output (G = `slot_frames`)."""
+    pixels = frames_to_pixels(frames, model.cfg)[None]
+    logits, boxes = head(model.encode_visual(pixels))
+    return logits[0].sigmoid(), boxes[0]
+
+
+def connector_probe(model, head: SlotHead, clips: list[Clip]) -> dict:
+    """What the connector passes, read by the slot head on held-out clips: region Acc@0.5 (the asked category's
+    slots on the asked frame, their boxes averaged), the count from the video's slots (categories present on
+    any frame) and presence accuracy per (category, frame)."""
+    cfg = model.cfg
+    size, f = cfg.vision.image_size, cfg.vision.num_frames
+    ious, counts, presence = [], [], []
+    for clip in clips:
+        for q in (q for q in clip.queries if q.task == "region"):
+            prob, boxes = slot_readout(model, head, resize_frames(clip.frames[q.frame:q.frame + 1], size))
+            o = clip.spec.objects[q.object_id]
+            box = boxes[CATEGORIES.index((o.colour, o.shape))].mean(0).numpy()
+            scale = np.array([clip.spec.width, clip.spec.height] * 2)
+            ious.append(float(metrics.box_iou(box * scale, q.box)))
+        middle = np.array(middle_frame_indices(f, clip.num_frames))
+        prob, _ = slot_readout(model, head, resize_frames(clip.frames[middle], size))
+        present, _, _ = slot_targets(clip, middle, slot_frames(cfg))
+        presence.append(float(((prob > 0.5).float() == present).float().mean()))
+        counts.append(int((prob > 0.5).any(dim=1).sum()) == len(clip.spec.objects))
+    return {"region_Acc@0.5": float(np.mean(np.array(ious) >= 0.5)), "region_mIoU": float(np.mean(ious)),
+            "count_accuracy": float(np.mean(counts)), "presence_accuracy": float(np.mean(presence))}

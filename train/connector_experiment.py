@@ -6,7 +6,7 @@ configuration), then `pretrain_connector` with the given settings, then on held-
 slots say (`connector_probe`) and how much its output depends on the input (`probes.connector_variation`).
 Prints one JSON object: settings, seconds, the last 20 steps' mean losses, the losses per 50 steps, the probe.
 
-    python -m tpo.train.connector_experiment --config tiny2d.json --steps 300 [--attention] [--lr 1e-3]
+    python -m tpo.train.connector_experiment --config tiny2d.json --steps 300 [--attention] [--layout cell] [--lr 1e-3]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tpo.data.synthetic import make_clip
 from tpo.model.config import load_config
 from tpo.model.tpo_model import build_model
 
-from .connector_pretrain import connector_probe, pretrain_connector
+from .connector_pretrain import LAYOUTS, connector_probe, pretrain_connector
 from .probes import connector_variation
 from .vision_pretrain import pretrain_vision_encoder
 
@@ -39,13 +39,16 @@ def curve(records: list[dict], every: int = CURVE_EVERY) -> dict[str, list[float
 
 
 def run(config: str, steps: int, lr: float, vision_lr: float, attention: bool, held_clips: int,
-        cache_dir: Path | None) -> dict:
+        cache_dir: Path | None, layout: str = "category",
+        vision_weights: Path | None = None) -> dict:
     torch.set_num_threads(1)
     cfg = load_config(config)
     torch.manual_seed(0)
     model = build_model(cfg)
     cache = None if cache_dir is None else cache_dir / f"vision_{Path(config).stem}_{VISION_STEPS}.pt"
-    if cache is not None and cache.is_file():
+    if vision_weights is not None:
+        model.load_state_dict(torch.load(vision_weights, weights_only=True), strict=True)
+    elif cache is not None and cache.is_file():
         model.load_state_dict(torch.load(cache, weights_only=True), strict=True)
     else:
         pretrain_vision_encoder(model, steps=VISION_STEPS, seed=0)
@@ -57,9 +60,11 @@ def run(config: str, steps: int, lr: float, vision_lr: float, attention: bool, h
     t0 = time.time()
     records: list[dict] = []
     _, head = pretrain_connector(model, steps=steps, seed=0, lr=lr, vision_lr=vision_lr, attention=attention,
-                                 log=records.append)
+                                 layout=layout, log=records.append)
     tail = {k: v[-1] for k, v in curve(records[-20:], every=20).items()}
-    return {"settings": {"config": config, "steps": steps, "lr": lr, "vision_lr": vision_lr, "attention": attention},
+    return {"settings": {"config": config, "steps": steps, "lr": lr, "vision_lr": vision_lr, "attention": attention,
+                         "layout": layout,
+                         "vision_weights": str(vision_weights)},
             "seconds": round(time.time() - t0, 1), "tail_losses": tail, "curve": curve(records),
             "variation_before": before, "variation_after": connector_variation(model, held[:8]),
             "probe": connector_probe(model, head, held)}
@@ -72,12 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3, help="connector (and slot head) peak learning rate")
     p.add_argument("--vision-lr", type=float, default=5e-4, help="vision encoder peak learning rate")
     p.add_argument("--attention", action="store_true", help="supervise where each slot's query looks")
+    p.add_argument("--layout", choices=LAYOUTS, default="category", help="what each slot describes")
+    p.add_argument("--vision-weights", type=Path, default=None, help="state dict to start from instead of the vision part")
     p.add_argument("--held-clips", type=int, default=24, help="held-out clips (seed 1000)")
     p.add_argument("--cache", type=Path, default=None, help="folder caching the vision part's weights")
     a = p.parse_args(argv)
     if a.steps < 1 or a.held_clips < 1:
         p.error("--steps and --held-clips must be >= 1")
-    print(json.dumps(run(a.config, a.steps, a.lr, a.vision_lr, a.attention, a.held_clips, a.cache)))
+    print(json.dumps(run(a.config, a.steps, a.lr, a.vision_lr, a.attention, a.held_clips, a.cache, a.layout,
+                         a.vision_weights)))
     return 0
 
 

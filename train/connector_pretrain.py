@@ -37,10 +37,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tpo.data import metrics
-from tpo.data.synthetic import CATEGORIES, Clip, SceneConfig, make_clip
+from tpo.data.synthetic import CATEGORIES, NUMBER_WORDS, Clip, SceneConfig, make_clip
 from tpo.errors import ConfigError
 from tpo.model.preprocess import middle_frame_indices
 
+from .connector_cells import PRESENCE_WEIGHT as CELL_PRESENCE_WEIGHT
+from .connector_cells import (
+    CellHead,
+    cell_attention_loss,
+    cell_attention_target,
+    cell_slot_targets,
+    cells_per_side,
+    pass_values_through,
+    read_category,
+)
 from .losses import generalized_box_iou
 from .sample import frames_to_pixels, resize_frames
 from .schedule import loss_summary, warmup_cosine
@@ -49,6 +59,7 @@ from .vision_pretrain import SUB, category_maps, patch_targets
 FRAMES_PER_CLIP = 12          # single frames kept per pool clip
 MIN_PRESENT_PX = 16           # a category shows on a frame when at least this many of its pixels are visible
 LOSS_WEIGHTS = {"presence": 1.0, "l1": 5.0, "giou": 2.0, "coverage": 1.0, "attention": 1.0}
+LAYOUTS = ("category", "cell")   # what a slot describes: a colour-shape category, or a cell of the frame
 
 
 def num_queries(cfg) -> int:
@@ -96,12 +107,18 @@ def slot_targets(clip: Clip, index: np.ndarray, slots_t: int) -> tuple[Tensor, T
 
 class ConnectorPool:
     """Per clip: FRAMES_PER_CLIP single frames and the video's `num_frames` middle frames, at the MLLM size,
-    with their slot targets and coverage targets."""
+    with their slot targets (of `layout`) and coverage targets."""
 
-    def __init__(self, clips: int, seed: int, cfg, scene: SceneConfig | None = None):
+    def __init__(self, clips: int, seed: int, cfg, scene: SceneConfig | None = None, layout: str = "category"):
         rng = np.random.default_rng([seed, 9])
-        size, f, g = cfg.vision.image_size, cfg.vision.num_frames, slot_frames(cfg)
+        size, f = cfg.vision.image_size, cfg.vision.num_frames
         grid = size // cfg.vision.patch_size
+        if layout == "cell":
+            n = cells_per_side(cfg)
+            targets = lambda clip, index: cell_slot_targets(clip, index, n)         # noqa: E731
+        else:
+            g = slot_frames(cfg)
+            targets = lambda clip, index: slot_targets(clip, index, g)              # noqa: E731
         self.images: list[tuple] = []
         self.videos: list[tuple] = []
         for i in range(clips):
@@ -112,9 +129,9 @@ class ConnectorPool:
             cover = patch_targets(category_maps(clip, singles), grid)
             per = grid * grid
             for j, t in enumerate(singles):
-                self.images.append((frames[j:j + 1], *slot_targets(clip, np.array([t]), g),
+                self.images.append((frames[j:j + 1], *targets(clip, np.array([t])),
                                     cover[j * per:(j + 1) * per]))
-            self.videos.append((resize_frames(clip.frames[middle], size), *slot_targets(clip, middle, g),
+            self.videos.append((resize_frames(clip.frames[middle], size), *targets(clip, middle),
                                 patch_targets(category_maps(clip, middle), grid)))
 
 
@@ -213,23 +230,28 @@ def pretrain_connector(
     weight_decay: float = 0.02,
     max_grad_norm: float = 1.0,
     attention: bool = False,
+    layout: str = "category",
     log: Callable[[dict], None] | None = None,
     progress: bool = False,
-) -> tuple[dict, SlotHead]:
+) -> tuple[dict, SlotHead | CellHead]:
     """Train the vision encoder, `vision_layernorm` and the connector in place on the slot descriptions (and the
     encoder's coverage targets); returns ({steps, seconds, loss_first, loss_last}, the slot head: the read-out the
     recipe throws away, kept for probes). attention: also supervise where each slot's query looks (its first
     cross-attention, head-averaged, against its category's coverage of the vision tokens: `attention_loss`), the
-    content addressing a from-scratch Q-Former does not find on its own (docs/training.md). The caller's torch RNG
-    is left alone; deterministic for a seed."""
+    content addressing a from-scratch Q-Former does not find on its own (docs/training.md); with layout "cell",
+    towards the objects in its cell (`connector_cells`). Cell slots also start with the cross-attention's value
+    path as the identity and weigh the presence loss up (`connector_cells.pass_values_through`,
+    `PRESENCE_WEIGHT`). The caller's torch RNG is left alone; deterministic for a seed."""
     if steps < 1 or image_batch < 0 or video_batch < 0 or image_batch + video_batch < 1 or pool_clips < 1:
         raise ConfigError(f"need steps, pool_clips >= 1 and a non-empty batch; got steps={steps}, "
                           f"image_batch={image_batch}, video_batch={video_batch}, pool_clips={pool_clips}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"connector slot layout must be one of {LAYOUTS}, got {layout!r}")
     cfg = model.cfg
-    check_slots(cfg)
+    check_slots(cfg) if layout == "category" else cells_per_side(cfg)
     grid = cfg.vision.image_size // cfg.vision.patch_size
     start_time = time.perf_counter()
-    pool = ConnectorPool(pool_clips, seed, cfg)
+    pool = ConnectorPool(pool_clips, seed, cfg, layout=layout)
     rng = np.random.default_rng([seed, 10])
     losses: list[float] = []
     bar = None
@@ -239,7 +261,13 @@ def pretrain_connector(
         bar = tqdm(total=steps, desc="connector pretrain", unit="step")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        head = SlotHead(cfg.llm.hidden_size, len(CATEGORIES), slot_frames(cfg))
+        weights = dict(LOSS_WEIGHTS)
+        if layout == "cell":
+            head = CellHead(cfg.llm.hidden_size, cells_per_side(cfg) ** 2)
+            pass_values_through(model)
+            weights["presence"] = CELL_PRESENCE_WEIGHT
+        else:
+            head = SlotHead(cfg.llm.hidden_size, len(CATEGORIES), slot_frames(cfg))
         probe = nn.Linear(cfg.vision.width, SUB * SUB * len(CATEGORIES))
         vision = [*model.vision_encoder.parameters(), *model.vision_layernorm.parameters()]
         connector = list(model.connector.parameters())
@@ -272,11 +300,16 @@ def pretrain_connector(
                 target = torch.stack([c[2] for c in chosen])
                 boxed = torch.stack([c[3] for c in chosen])
                 part = slot_loss(logits, boxes, present, target, boxed)
-                if attn is not None:
+                if attn is not None and layout == "cell":
+                    frames = tokens.shape[1] // (grid * grid)
+                    objects = cover.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(2).sum(-1)
+                    where = cell_attention_target(grid, frames, cells_per_side(cfg), objects)
+                    part["attention"] = cell_attention_loss(attn, where)
+                elif attn is not None:
                     part["attention"] = attention_loss(attn, *attention_targets(cover, grid * grid, head.frames))
                 part["coverage"] = F.binary_cross_entropy_with_logits(probe(tokens), cover) * len(CATEGORIES)
                 for k, v in part.items():
-                    parts[k] = parts.get(k, 0.0) + v * LOSS_WEIGHTS[k]
+                    parts[k] = parts.get(k, 0.0) + v * weights[k]
             loss = sum(parts.values())
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -297,32 +330,55 @@ def pretrain_connector(
 
 
 @torch.no_grad()
-def slot_readout(model, head: SlotHead, frames: np.ndarray) -> tuple[Tensor, Tensor]:
-    """uint8 [T, S, S, 3] frames at the MLLM size (T = 1 or num_frames) -> presence probabilities [C, G] and
-    boxes [C, G, 4] (normalised) from the connector's output (G = `slot_frames`)."""
+def slot_readout(model, head: SlotHead | CellHead, frames: np.ndarray) -> tuple[Tensor, Tensor]:
+    """uint8 [T, S, S, 3] frames at the MLLM size (T = 1 or num_frames) -> per category, what the slots say of
+    it: presence probability [C] and box [C, 4] (normalised). Category slots: the largest probability over its
+    G slot frames and their boxes averaged; cell slots: the cell that says it most (`read_category`)."""
     pixels = frames_to_pixels(frames, model.cfg)[None]
     logits, boxes = head(model.encode_visual(pixels))
-    return logits[0].sigmoid(), boxes[0]
+    prob, boxes = logits[0].sigmoid(), boxes[0]
+    if isinstance(head, CellHead):
+        read = [read_category(prob, boxes, c) for c in range(len(CATEGORIES))]
+        return torch.tensor([p for p, _ in read]), torch.stack([b for _, b in read])
+    return prob.amax(1), boxes.mean(1)
 
 
-def connector_probe(model, head: SlotHead, clips: list[Clip]) -> dict:
+def slot_answer(clip: Clip, query, prob: Tensor) -> str:
+    """The conversation answer the slots give (presence over the video): the count of categories said present,
+    or the colour (shape) of the most present category of the asked shape (colour)."""
+    if query.object_id is None:
+        n = int((prob > 0.5).sum())
+        return NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+    o = clip.spec.objects[query.object_id]
+    colour_question = query.answer == o.colour
+    ks = [k for k, (c, sh) in enumerate(CATEGORIES) if (sh == o.shape if colour_question else c == o.colour)]
+    best = CATEGORIES[max(ks, key=lambda k: float(prob[k]))]
+    return best[0] if colour_question else best[1]
+
+
+def connector_probe(model, head: SlotHead | CellHead, clips: list[Clip]) -> dict:
     """What the connector passes, read by the slot head on held-out clips: region Acc@0.5 (the asked category's
-    slots on the asked frame, their boxes averaged), the count from the video's slots (categories present on
-    any frame) and presence accuracy per (category, frame)."""
+    box on the asked frame), from the video's slots the count, the conversation answer (`slot_answer`: the
+    LLM's job done by a rule) and presence accuracy per category (shows on any of the video's frames)."""
     cfg = model.cfg
     size, f = cfg.vision.image_size, cfg.vision.num_frames
-    ious, counts, presence = [], [], []
+    ious, counts, presence, answers = [], [], [], []
     for clip in clips:
+        scale = np.array([clip.spec.width, clip.spec.height] * 2)
         for q in (q for q in clip.queries if q.task == "region"):
-            prob, boxes = slot_readout(model, head, resize_frames(clip.frames[q.frame:q.frame + 1], size))
+            _, boxes = slot_readout(model, head, resize_frames(clip.frames[q.frame:q.frame + 1], size))
             o = clip.spec.objects[q.object_id]
-            box = boxes[CATEGORIES.index((o.colour, o.shape))].mean(0).numpy()
-            scale = np.array([clip.spec.width, clip.spec.height] * 2)
+            box = boxes[CATEGORIES.index((o.colour, o.shape))].numpy()
             ious.append(float(metrics.box_iou(box * scale, q.box)))
         middle = np.array(middle_frame_indices(f, clip.num_frames))
         prob, _ = slot_readout(model, head, resize_frames(clip.frames[middle], size))
-        present, _, _ = slot_targets(clip, middle, slot_frames(cfg))
-        presence.append(float(((prob > 0.5).float() == present).float().mean()))
-        counts.append(int((prob > 0.5).any(dim=1).sum()) == len(clip.spec.objects))
+        truth = torch.zeros(len(CATEGORIES))
+        for k, o in enumerate(clip.spec.objects):
+            if (clip.areas[middle, k] >= MIN_PRESENT_PX).any():
+                truth[CATEGORIES.index((o.colour, o.shape))] = 1.0
+        presence.append(float(((prob > 0.5).float() == truth).float().mean()))
+        counts.append(int((prob > 0.5).sum()) == len(clip.spec.objects))
+        answers += [slot_answer(clip, q, prob) == q.answer for q in clip.queries if q.task == "conversation"]
     return {"region_Acc@0.5": float(np.mean(np.array(ious) >= 0.5)), "region_mIoU": float(np.mean(ious)),
-            "count_accuracy": float(np.mean(counts)), "presence_accuracy": float(np.mean(presence))}
+            "count_accuracy": float(np.mean(counts)), "answer_accuracy": float(np.mean(answers)),
+            "presence_accuracy": float(np.mean(presence))}

@@ -281,6 +281,8 @@ def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Ca
             if rc.vision_steps and "vision" not in state.stage0_parts:
                 t1 = time.time()
                 vision = pretrain_vision_encoder(model, steps=rc.vision_steps, seed=rc.seed,
+                                                 category_weight=rc.vision_category_weight, lr=rc.vision_lr,
+                                                 pool_clips=rc.vision_pool_clips,
                                                  log=lambda r: log({"stage": 0, "part": "vision", **r}),
                                                  progress=progress)
                 log({"stage": 0, "part": "vision", "done": True, "seconds": round(time.time() - t1, 1), **vision})
@@ -289,7 +291,7 @@ def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Ca
             if rc.connector_steps and "connector" not in state.stage0_parts:
                 t1 = time.time()
                 connector, _ = pretrain_connector(model, steps=rc.connector_steps, seed=rc.seed,
-                                                  attention=rc.connector_attention,
+                                                  attention=rc.connector_attention, layout=rc.connector_layout,
                                                   log=lambda r: log({"stage": 0, "part": "connector", **r}),
                                                   progress=progress)
                 log({"stage": 0, "part": "connector", "done": True, "seconds": round(time.time() - t1, 1),

@@ -27,6 +27,10 @@ class RecipeConfig:
     vision_steps: int = 400         # 0: vision encoder pretraining steps (train/vision_pretrain.py)
     connector_steps: int = 0        # 0: connector representation steps (train/connector_pretrain.py)
     connector_attention: bool = False  # stage 0: also supervise where each slot's query looks (connector_pretrain)
+    connector_layout: str = "category"  # stage 0: what a connector slot describes, "category" or "cell"
+    vision_category_weight: float = 0.0  # stage 0: weight of the vision part's per-token category loss
+    vision_lr: float = 2e-3         # stage 0: the vision part's peak learning rate
+    vision_pool_clips: int = 100    # stage 0: clips the vision part draws its frames from
     stage1_steps: int = 200
     stage2_steps: int = 100
     stage3_steps: int = 400
@@ -46,6 +50,8 @@ class RecipeConfig:
         bad = [h for h in self.heads if h not in TASKS]
         if bad or not self.heads:
             raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(TASKS)}")
+        if self.connector_layout not in ("category", "cell"):
+            raise ConfigError(f"--connector-layout: must be 'category' or 'cell', got {self.connector_layout!r}")
         bad_stages = [s for s in self.stages if s not in STAGES]
         if bad_stages or not self.stages:
             raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")

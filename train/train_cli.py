@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage 0: connector representation steps (slot descriptions; 0: none)")
     p.add_argument("--connector-attention", action=argparse.BooleanOptionalAction, default=d.connector_attention,
                    help="stage 0: also supervise where each connector slot looks (its category's vision tokens)")
+    p.add_argument("--connector-layout", choices=("category", "cell"), default=d.connector_layout,
+                   help="stage 0: what each connector slot describes (a colour-shape category, or a cell of the frame)")
+    p.add_argument("--vision-category-weight", type=float, default=d.vision_category_weight,
+                   help="stage 0: weight of the vision part's per-token colour-shape loss (0: none)")
+    p.add_argument("--vision-lr", type=float, default=d.vision_lr, help="stage 0: the vision part's peak learning rate")
+    p.add_argument("--vision-pool-clips", type=int, default=d.vision_pool_clips,
+                   help="stage 0: clips the vision part draws its frames from")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (warm-up, then cosine)")
     p.add_argument("--freeze-vision", action=argparse.BooleanOptionalAction, default=d.freeze_vision,
                    help="leave the stage-0 vision encoder out of stages 1-3")
@@ -86,20 +93,25 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
     except ValueError:
         raise ConfigError(f"--stages must be a comma list of integers, got {args.stages!r}") from None
     check_config(args.config, "--config")
-    for flag in ("train_clips", "queries_per_task", "batch_size"):
+    for flag in ("train_clips", "queries_per_task", "batch_size", "vision_pool_clips"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 1")
     for flag in [f"stage{s}_steps" for s in STAGES] + ["vision_steps", "connector_steps", "eval_clips"]:
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
-    if not args.lr > 0:
-        raise ConfigError(f"--lr {args.lr}: must be > 0")
+    if args.vision_category_weight < 0:
+        raise ConfigError(f"--vision-category-weight {args.vision_category_weight}: must be >= 0")
+    if not args.lr > 0 or not args.vision_lr > 0:
+        raise ConfigError(f"--lr {args.lr} / --vision-lr {args.vision_lr}: must be > 0")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out {args.out}: exists and is not a folder")
     return RecipeConfig(
         config=args.config, seed=args.seed, train_clips=args.train_clips,
         queries_per_task=args.queries_per_task, batch_size=args.batch_size, vision_steps=args.vision_steps,
         connector_steps=args.connector_steps, connector_attention=args.connector_attention,
+        connector_layout=args.connector_layout,
+        vision_category_weight=args.vision_category_weight, vision_lr=args.vision_lr,
+        vision_pool_clips=args.vision_pool_clips,
         freeze_vision=args.freeze_vision, freeze_connector=args.freeze_connector,
         lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
         **{f"stage{s}_steps": getattr(args, f"stage{s}_steps") for s in STAGES},

@@ -37,6 +37,7 @@ from .schedule import loss_summary, warmup_cosine
 
 SUB = 2                      # each token predicts a SUB x SUB grid of sub-cells of its patch
 FRAMES_PER_CLIP = 12         # single frames kept per pool clip
+CATEGORY_MIN_COVER = 0.3     # a token belongs to an object (for the category loss) when it covers this much of it
 
 
 def category_maps(clip: Clip, index: np.ndarray) -> Tensor:
@@ -92,11 +93,15 @@ def pretrain_vision_encoder(
     warmup_steps: int = 10,
     weight_decay: float = 0.02,
     max_grad_norm: float = 1.0,
+    category_weight: float = 0.0,
     log: Callable[[dict], None] | None = None,
     progress: bool = False,
 ) -> dict:
     """Train `model.vision_encoder` and `model.vision_layernorm` in place; returns {steps, seconds,
-    loss_first, loss_last} (mean of the first and last 10% of steps). The caller's torch RNG is left alone."""
+    loss_first, loss_last} (mean of the first and last 10% of steps). The caller's torch RNG is left alone.
+    category_weight: also a cross-entropy, per token an object covers by `CATEGORY_MIN_COVER` or more, on that
+    object's colour-shape category (a second throw-away probe): the coverage loss is mostly paid by the colour,
+    and the tokens learned shape hardly (docs/training.md), which the questions need."""
     if steps < 1 or image_batch < 0 or video_batch < 0 or image_batch + video_batch < 1 or pool_clips < 1:
         raise ConfigError(f"need steps, pool_clips >= 1 and a non-empty batch; got steps={steps}, "
                           f"image_batch={image_batch}, video_batch={video_batch}, pool_clips={pool_clips}")
@@ -114,10 +119,12 @@ def pretrain_vision_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         probe = nn.Linear(cfg.vision.width, SUB * SUB * len(CATEGORIES))
+        classify = nn.Linear(cfg.vision.width, len(CATEGORIES))
         params = [*model.vision_encoder.parameters(), *model.vision_layernorm.parameters()]
         for p in params:
             p.requires_grad_(True)
-        optimiser = torch.optim.AdamW([*params, *probe.parameters()], lr=lr, weight_decay=weight_decay)
+        optimiser = torch.optim.AdamW([*params, *probe.parameters(), *classify.parameters()], lr=lr,
+                                      weight_decay=weight_decay)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(warmup_steps, steps, floor=0.05))
         was_training = model.training
@@ -133,6 +140,11 @@ def pretrain_vision_encoder(
                 tokens = model.vision_layernorm(model.vision_encoder(pixels))               # (B, T*g*g, Dv)
                 target = torch.stack([t for _, t in chosen])                                # (B, T*g*g, K)
                 loss = loss + F.binary_cross_entropy_with_logits(probe(tokens), target) * len(CATEGORIES)
+                if category_weight:
+                    cover = target.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(2)           # (B, N, C)
+                    on = cover.amax(-1) >= CATEGORY_MIN_COVER
+                    if bool(on.any()):
+                        loss = loss + category_weight * F.cross_entropy(classify(tokens[on]), cover[on].argmax(-1))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)

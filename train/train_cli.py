@@ -101,8 +101,9 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
             raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be >= 0")
     if args.vision_category_weight < 0:
         raise ConfigError(f"--vision-category-weight {args.vision_category_weight}: must be >= 0")
-    if not args.lr > 0 or not args.vision_lr > 0:
-        raise ConfigError(f"--lr {args.lr} / --vision-lr {args.vision_lr}: must be > 0")
+    for flag in ("lr", "vision_lr"):
+        if not getattr(args, flag) > 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be > 0")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise InputError(f"--out {args.out}: exists and is not a folder")
     return RecipeConfig(

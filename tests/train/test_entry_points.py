@@ -91,6 +91,15 @@ def test_train_out_that_is_a_file_is_refused(tmp_path):
     assert rc == 2 and "exists and is not a folder" in err and imported == "-"
 
 
+@pytest.mark.parametrize("flag, value, says", [("--vision-lr", "0", "--vision-lr 0.0"),
+                                              ("--vision-pool-clips", "0", "--vision-pool-clips 0"),
+                                              ("--vision-category-weight", "-1", "--vision-category-weight -1.0"),
+                                              ("--connector-layout", "grid", "--connector-layout")])
+def test_train_stage0_settings_are_checked_before_anything_loads(tmp_path, flag, value, says):
+    rc, _, err, imported = run_command(SCRIPTS["tpo-train"], "--out", str(tmp_path / "r"), flag, value)
+    assert rc == 2 and says in err and imported == "-", err
+
+
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     from tpo.data.cli import main as data_main

@@ -103,7 +103,7 @@ def test_stage0_trains_video_windows_and_resumes_part_by_part(tmp_path, monkeypa
         calls.append(("mask", steps, image_steps))
         return {"steps": steps}
 
-    def vision(model, steps, seed, log, progress):
+    def vision(model, steps, seed, category_weight, lr, pool_clips, log, progress):
         calls.append(("vision", steps))
         raise KeyboardInterrupt
 
@@ -115,29 +115,35 @@ def test_stage0_trains_video_windows_and_resumes_part_by_part(tmp_path, monkeypa
     assert calls == [("mask", 10, 6), ("vision", 5)]
     calls.clear()
     monkeypatch.setattr(vision_pretrain, "pretrain_vision_encoder",
-                        lambda model, steps, seed, log, progress: calls.append(("vision", steps)) or {})
+                        lambda model, steps, seed, log, progress, **settings: calls.append(("vision", steps)) or {})
     train(rc, tmp_path, progress=False)
     assert calls == [("vision", 5)]
 
 
 def test_stage0_connector_part_takes_the_recipe_settings_and_is_not_redone(tmp_path, monkeypatch):
-    """The connector part (`--connector-steps`, `--connector-attention`) runs after the vision part and is
-    saved as done: a resumed run goes on to stage 1 without redoing it."""
+    """The connector part (`--connector-steps`, `--connector-attention`, `--connector-layout`) runs after the
+    vision part (with `--vision-category-weight`, `--vision-lr`, `--vision-pool-clips`) and is saved as done: a
+    resumed run goes on to stage 1 without redoing it."""
     from tpo.train import connector_pretrain, mask_pretrain, vision_pretrain
     from tpo.train.recipe import train
 
     calls = []
     monkeypatch.setattr(mask_pretrain, "pretrain_mask_head", lambda *a, **k: {})
-    monkeypatch.setattr(vision_pretrain, "pretrain_vision_encoder", lambda *a, **k: {})
+    vision_settings = []
+    monkeypatch.setattr(vision_pretrain, "pretrain_vision_encoder",
+                        lambda *a, **k: vision_settings.append({n: k[n] for n in ("category_weight", "lr", "pool_clips")})
+                        or {})
 
-    def connector(model, steps, seed, attention, log, progress):
-        calls.append((steps, attention))
+    def connector(model, steps, seed, attention, layout, log, progress):
+        calls.append((steps, attention, layout))
         return {"steps": steps}, None
 
     monkeypatch.setattr(connector_pretrain, "pretrain_connector", connector)
-    rc = RecipeConfig(stages=(0,), stage0_steps=2, vision_steps=2, connector_steps=7, connector_attention=True)
+    rc = RecipeConfig(stages=(0,), stage0_steps=2, vision_steps=2, connector_steps=7, connector_attention=True,
+                      connector_layout="cell", vision_category_weight=0.5, vision_lr=1e-3, vision_pool_clips=30)
     train(rc, tmp_path, progress=False)
-    assert calls == [(7, True)]
+    assert calls == [(7, True, "cell")]
+    assert vision_settings == [{"category_weight": 0.5, "lr": 1e-3, "pool_clips": 30}]
     assert '"part": "connector", "done": true' in (tmp_path / "log.jsonl").read_text()
     train(rc, tmp_path, progress=False)
-    assert calls == [(7, True)]
+    assert calls == [(7, True, "cell")]

@@ -48,3 +48,18 @@ def test_stage0_always_trains_video_windows():
     for steps in (2, 10, 150, 250, 1000):
         assert 1 <= stage0_image_steps(steps) < steps
     assert stage0_image_steps(250) == 150      # pretrain_mask_head's own split
+
+
+def test_category_loss_is_added_per_covered_token_and_learns():
+    """--vision-category-weight adds a 12-way cross-entropy on the tokens an object covers (the coverage loss is
+    mostly paid by the colour: docs/training.md): at the start it is about 2 ln 12 more than without it."""
+    first = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = build_model(load_config("tiny"))
+        records = []
+        summary = pretrain_vision_encoder(model, steps=20 if weight else 1, pool_clips=3, image_batch=4,
+                                          video_batch=1, category_weight=weight, log=records.append)
+        first[weight] = records[0]["loss"]
+    assert 3.5 < first[1.0] - first[0.0] < 6.5, first        # one term for the images, one for the videos: 2 ln 12 = 4.97
+    assert summary["loss_last"] < 0.5 * summary["loss_first"], summary

@@ -12,6 +12,9 @@ the causes:
   thresholded at half its maximum and the bounding box of the cells above it is the probe's box. If
   this scores where the region head scores 0, the vision features hold the "where" and the loss
   happens downstream (connector -> LLM -> head).
+- `vision_shape_probe`: the same kind of ridge probe, per token, to the category that covers the token most
+  (tokens an object covers by `SHAPE_MIN_COVER` or more): how often it names the colour, and where the colour
+  is right, the shape (chance 1/3). The questions name objects by both; tiny's tokens held the colour only.
 - `track_prompt_probe`: the frozen mask head tracking each held-out track query from three frame-0
   prompts: the exact box (through SAM2's own prompt encoder), a fixed centre box, and the model's own
   prompt (the track adapter's output). Equal scores mean the clip-level result is decided by the
@@ -34,11 +37,11 @@ import numpy as np
 import torch
 
 from tpo.data import metrics
-from tpo.data.synthetic import CATEGORIES, Clip, make_clip
+from tpo.data.synthetic import CATEGORIES, SHAPES, Clip, make_clip
 from tpo.errors import InputError, TPOError
 
 from .sample import frames_to_pixels, resize_frames
-from .vision_pretrain import SUB, VisionPool
+from .vision_pretrain import SUB, VisionPool, category_maps, patch_targets
 
 RIDGE = 1.0            # ridge penalty on the probe's weights (features are layer-normalised, so O(1))
 THRESHOLD = 0.5        # a cell belongs to the object when its coverage is over this fraction of the map's max
@@ -61,6 +64,34 @@ def fit_coverage_probe(model, train_clips: int, seed: int) -> torch.Tensor:
     x = torch.cat([x, torch.ones(len(x), 1)], dim=1).double()
     gram = x.T @ x + RIDGE * torch.eye(x.shape[1], dtype=x.dtype)
     return torch.linalg.solve(gram, x.T @ y.double()).float()
+
+
+SHAPE_MIN_COVER = 0.3   # a token belongs to an object (for the shape probe) when it covers this much of it
+
+
+def vision_shape_probe(model, held: list[Clip], train_clips: int = 40, seed: int = 0) -> dict:
+    """Per token an object covers, what a coverage probe (`fit_coverage_probe`) names: colour accuracy, and
+    shape accuracy where the colour is right, on 4 frames of each held-out clip."""
+    weights = fit_coverage_probe(model, train_clips, seed)
+    cfg = model.cfg.vision
+    grid = cfg.image_size // cfg.patch_size
+    rng = np.random.default_rng([seed, 11])
+    true, pred = [], []
+    for clip in held:
+        index = np.sort(rng.choice(clip.num_frames, size=min(4, clip.num_frames), replace=False))
+        tokens = _tokens(model, [resize_frames(clip.frames[t:t + 1], cfg.image_size) for t in index]).flatten(0, 1)
+        cover = patch_targets(category_maps(clip, index), grid).unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(1)
+        guess = (torch.cat([tokens, torch.ones(len(tokens), 1)], dim=1) @ weights)
+        guess = guess.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(1)
+        on = cover.amax(-1) >= SHAPE_MIN_COVER
+        true.append(cover[on].argmax(-1))
+        pred.append(guess[on].argmax(-1))
+    t, p = torch.cat(true), torch.cat(pred)
+    if not len(t):
+        raise InputError("held-out clips: no token an object covers")
+    colour = (t // len(SHAPES)) == (p // len(SHAPES))
+    return {"tokens": len(t), "colour_accuracy": float(colour.float().mean()),
+            "shape_accuracy_given_colour": float((t == p)[colour].float().mean()) if colour.any() else 0.0}
 
 
 def box_from_map(cover: np.ndarray, width: int, height: int) -> list[float]:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from tpo.data.synthetic import make_clip
 from tpo.errors import InputError
@@ -14,6 +15,7 @@ from tpo.train.probes import (
     main,
     track_prompt_probe,
     vision_region_probe,
+    vision_shape_probe,
 )
 
 
@@ -64,3 +66,38 @@ def test_track_probe_scores_three_prompts_and_the_exact_box_is_used_on_frame_0()
     assert out["exact_box"]["frame0_IoU"] > out["centre_box"]["frame0_IoU"] + 0.3
     for scores in (out["exact_box"], out["centre_box"], out["model"]):
         assert 0.0 <= scores["success_AUC"] <= 1.0 and 0.0 <= scores["J&F"] <= 1.0
+
+
+class _PatchEncoder(torch.nn.Module):
+    """A stand-in vision encoder: each token is its patch's raw pixels (or noise), so what the shape probe
+    reads is known: the colour of a covered patch is in its pixels, noise names nothing."""
+
+    def __init__(self, cfg, noise: bool):
+        super().__init__()
+        self.cfg, self.noise = cfg, noise
+
+    def forward(self, pixels):                                   # (B, 3, T, S, S) -> (B, T*g*g, 3*p*p)
+        p = self.cfg.vision.patch_size
+        x = pixels.unfold(3, p, p).unfold(4, p, p)               # (B, 3, T, g, g, p, p)
+        x = x.permute(0, 2, 3, 4, 1, 5, 6).flatten(4).flatten(1, 3)
+        return torch.randn_like(x) if self.noise else x
+
+
+def test_vision_shape_probe_reads_tokens_in_the_targets_order():
+    """Tokens that carry their patch's pixels name the covering colour well above tokens of noise; tokens read
+    out of order against the targets would score as noise does."""
+    from types import SimpleNamespace
+
+    from tpo.model.config import load_config
+
+    cfg = load_config("tiny")
+    held = [make_clip(i, 1000) for i in range(6)]
+    colour = {}
+    for noise in (False, True):
+        torch.manual_seed(0)
+        model = SimpleNamespace(cfg=cfg, vision_encoder=_PatchEncoder(cfg, noise),
+                                vision_layernorm=torch.nn.Identity())
+        out = vision_shape_probe(model, held, train_clips=8)
+        assert out["tokens"] > 20
+        colour[noise] = out["colour_accuracy"]
+    assert colour[False] > colour[True] + 0.25 and colour[True] < 0.45, colour      # 4 colours: chance 0.25

@@ -102,10 +102,10 @@ def lr_at(step: int, total: int, rc: RecipeConfig) -> float:
 # ---- one step ----------------------------------------------------------------------------------------
 
 def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: int,
-                 rng: torch.Generator) -> dict[str, torch.Tensor]:
+                 rng: torch.Generator, visual_cache: dict | None = None) -> dict[str, torch.Tensor]:
     """LM loss on every sample (stages 1, 3) and each head's loss on its samples (stages 2, 3), in
-    `rc.heads` order."""
-    x, mask, labels = _batch_embeddings(model, batch)
+    `rc.heads` order. visual_cache: see `_batch_visual`."""
+    x, mask, labels = _batch_embeddings(model, batch, visual_cache)
     out = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True, use_cache=False)
     losses: dict[str, torch.Tensor] = {}
     if stage in (1, 3):
@@ -122,29 +122,57 @@ def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: 
     return losses
 
 
-def _batch_visual(model: TPOModel, batch: list[Sample]) -> list[torch.Tensor]:
+def _batch_visual(model: TPOModel, batch: list[Sample], cache: dict | None = None) -> list[torch.Tensor]:
     """Each sample's visual tokens [1, Q, H]; queries of one clip share its frames, so each distinct frame
-    stack is encoded once (videos first, then images, in one batch per media)."""
+    stack is encoded once (videos first, then images, in one batch per media). cache (a dict kept by the
+    caller while neither the vision encoder nor the connector trains): each frame stack is encoded once per
+    stage, without gradients and in eval mode (no Q-Former dropout: a frozen part is run as at inference)."""
     visual: list = [None] * len(batch)
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(batch):
         groups.setdefault(id(s.frames), []).append(i)
     for media in ("video", "image"):
-        keys = [k for k, idx in groups.items() if batch[idx[0]].media == media]
+        keys = [k for k, idx in groups.items() if batch[idx[0]].media == media and (cache is None or k not in cache)]
         if keys:
             pixels = torch.stack([frames_to_pixels(batch[groups[k][0]].frames, model.cfg) for k in keys])
-            out = model.encode_visual(pixels)                                              # (n, Q, H)
+            out = model.encode_visual(pixels) if cache is None else _encode_frozen(model, pixels)   # (n, Q, H)
             for j, k in enumerate(keys):
+                if cache is not None:
+                    cache[k] = out[j: j + 1]
                 for i in groups[k]:
                     visual[i] = out[j: j + 1]
+    if cache is not None:
+        for k, idx in groups.items():
+            for i in idx:
+                visual[i] = cache[k]
     return visual
 
 
-def _batch_embeddings(model: TPOModel, batch: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@torch.no_grad()
+def _encode_frozen(model: TPOModel, pixels: torch.Tensor) -> torch.Tensor:
+    parts = (model.vision_encoder, model.vision_layernorm, model.connector)
+    modes = [m.training for m in parts]
+    for m in parts:
+        m.eval()
+    try:
+        return model.encode_visual(pixels)
+    finally:
+        for m, mode in zip(parts, modes, strict=True):
+            m.train(mode)
+
+
+def visual_parts_frozen(model: TPOModel) -> bool:
+    """Neither the vision encoder (with vision_layernorm) nor the connector trains in this stage."""
+    parts = (model.vision_encoder, model.vision_layernorm, model.connector)
+    return not any(p.requires_grad for m in parts for p in m.parameters())
+
+
+def _batch_embeddings(model: TPOModel, batch: list[Sample],
+                      visual_cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The batch right-padded: inputs_embeds [B, L, H] (task embeddings at the placeholders), attention
     mask [B, L] and labels [B, L] (-100 on padding)."""
     embeds = []
-    for s, v in zip(batch, _batch_visual(model, batch), strict=True):
+    for s, v in zip(batch, _batch_visual(model, batch, visual_cache), strict=True):
         prompt = Prompt(s.input_ids, s.visual_mask, torch.zeros(0, dtype=torch.long))
         placeholders = {s.route: int(s.input_ids[s.placeholder])} if s.placeholder >= 0 else {}
         embeds.append(model.embed_prompt(prompt, v, placeholders)[0])
@@ -198,6 +226,7 @@ def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int,
               out: Path, log: Callable[[dict], None], opt_state: dict | None, progress: bool) -> None:
     total = rc.steps(stage)
     params = trainable_parameters(model, stage, rc.freeze_vision, rc.freeze_connector)
+    visual_cache: dict | None = {} if visual_parts_frozen(model) else None
     optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=rc.weight_decay)
     if opt_state is not None:
         optimizer.load_state_dict(opt_state)
@@ -225,7 +254,8 @@ def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int,
         lr = lr_at(state.step, total, rc)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = batch_losses(model, batch, rc, stage, torch.Generator().manual_seed(int(gen.integers(2**31))))
+        losses = batch_losses(model, batch, rc, stage, torch.Generator().manual_seed(int(gen.integers(2**31))),
+                              visual_cache)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

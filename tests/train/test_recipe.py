@@ -147,3 +147,32 @@ def test_stage0_connector_part_takes_the_recipe_settings_and_is_not_redone(tmp_p
     assert '"part": "connector", "done": true' in (tmp_path / "log.jsonl").read_text()
     train(rc, tmp_path, progress=False)
     assert calls == [(7, True, "cell")]
+
+
+def test_frozen_visual_parts_are_encoded_once_per_stack_as_at_inference(setup, monkeypatch):
+    """With the vision encoder and the connector frozen (stage 2, or --freeze-vision --freeze-connector), each
+    frame stack's visual tokens are computed once, without gradients and without the Q-Former's dropout."""
+    from tpo.train import recipe
+
+    cfg, _, pool = setup
+    model = fresh(cfg)
+    model.train()
+    recipe.trainable_parameters(model, 1)
+    assert not recipe.visual_parts_frozen(model)
+    recipe.trainable_parameters(model, 1, freeze_vision=True, freeze_connector=True)
+    assert recipe.visual_parts_frozen(model)
+    calls = []
+    encode = model.encode_visual
+    monkeypatch.setattr(model, "encode_visual", lambda pixels: calls.append(len(pixels)) or encode(pixels))
+    cache: dict = {}
+    batch = pool[:6]
+    first = recipe._batch_visual(model, batch, cache)
+    again = recipe._batch_visual(model, batch, cache)
+    stacks = len({id(s.frames) for s in batch})
+    assert sum(calls) == stacks and len(cache) == stacks
+    assert all(a is b for a, b in zip(first, again, strict=True)) and not first[0].requires_grad
+    assert model.training and model.connector.training                    # modes restored
+    model.eval()
+    with torch.no_grad():
+        expected = recipe._batch_visual(model, batch)
+    assert all(torch.allclose(a, b) for a, b in zip(first, expected, strict=True))

@@ -12,7 +12,8 @@ every slot, so where a slot is must be in its output, as the LLM's task token ne
 
     cells_per_side(cfg)                     n
     cell_slot_targets(clip, index, n)       presence [S, C], box [S, 4], whether the box counts [S]
-    cell_attention_target(grid, frames, n)  [S, N]: the tokens of each cell, normalised (the attention target)
+    cell_attention_target(grid, frames, n)  [S, N]: the tokens of each cell, normalised (the attention target;
+                                            [B, S, N] leaning towards the objects when their coverage is given)
     CellHead                                connector output [B, Q, H] -> presence logits [B, S, C], boxes [B, S, 4]
     pass_values_through(model)              the cross-attention's value path starts as the identity
 """
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from tpo.data.synthetic import CATEGORIES, Clip
 from tpo.errors import ConfigError
 
-MIN_PRESENT_PX = 16           # as connector_pretrain: a category shows when this many of its pixels are visible
+MIN_PRESENT_PX = 16           # a category shows on a frame when at least this many of its pixels are visible
 BACKGROUND_WEIGHT = 0.05      # attention target weight of a token no object covers, against 1 for a covered one
 PRESENCE_WEIGHT = 5.0         # on the presence loss (1 for category slots): 1-2 % of (cell, category) pairs are
                               # positive, and at weight 1 the presence loss stayed at the prior for 1,000 steps

@@ -41,8 +41,8 @@ from tpo.data.synthetic import CATEGORIES, NUMBER_WORDS, Clip, SceneConfig, make
 from tpo.errors import ConfigError
 from tpo.model.preprocess import middle_frame_indices
 
-from .connector_cells import PRESENCE_WEIGHT as CELL_PRESENCE_WEIGHT
 from .connector_cells import (
+    MIN_PRESENT_PX,
     CellHead,
     cell_attention_loss,
     cell_attention_target,
@@ -51,13 +51,13 @@ from .connector_cells import (
     pass_values_through,
     read_category,
 )
+from .connector_cells import PRESENCE_WEIGHT as CELL_PRESENCE_WEIGHT
 from .losses import generalized_box_iou
 from .sample import frames_to_pixels, resize_frames
 from .schedule import loss_summary, warmup_cosine
 from .vision_pretrain import SUB, category_maps, patch_targets
 
 FRAMES_PER_CLIP = 12          # single frames kept per pool clip
-MIN_PRESENT_PX = 16           # a category shows on a frame when at least this many of its pixels are visible
 LOSS_WEIGHTS = {"presence": 1.0, "l1": 5.0, "giou": 2.0, "coverage": 1.0, "attention": 1.0}
 LAYOUTS = ("category", "cell")   # what a slot describes: a colour-shape category, or a cell of the frame
 

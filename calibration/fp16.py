@@ -12,7 +12,9 @@ measured per graph, on the inputs the graph really sees (calibration/capture.py)
              are needed stay
 Kernel-gap op types (`KERNEL_ISLANDS`) are never tried: they stay fp32 for ONNX Runtime's sake, not numerics.
 The conversion itself is onnxruntime.transformers' `convert_float_to_float16` (as the export's), inputs and
-outputs kept fp32.
+outputs kept fp32, followed by `join_fp32_islands`: the converter casts every island's output to fp16 and back
+even when the next op is an island too, so RMSNorm's sum of squares (Pow -> ReduceMean) overflowed between
+two fp32 ops once a residual stream passed 256 (docs/export.md, "Adjacent islands").
 """
 
 from __future__ import annotations
@@ -45,8 +47,53 @@ def convert(model: onnx.ModelProto, op_islands: tuple[str, ...], node_islands: t
     copy.CopyFrom(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return convert_float_to_float16(copy, keep_io_types=True, op_block_list=list(op_islands),
-                                        node_block_list=list(node_islands), disable_shape_infer=not shape_infer)
+        converted = convert_float_to_float16(copy, keep_io_types=True, op_block_list=list(op_islands),
+                                             node_block_list=list(node_islands), disable_shape_infer=not shape_infer)
+    join_fp32_islands(converted, op_islands)
+    return converted
+
+
+def join_fp32_islands(model: onnx.ModelProto, op_islands: tuple[str, ...] = FP16_ISLANDS) -> int:
+    """Remove the fp32 -> fp16 -> fp32 round trips between adjacent islands, in place; returns how many.
+
+    A Cast to float whose input is a Cast to float16 of an fp32 tensor (typed float, or an output of an
+    `op_islands` node) is bypassed: its consumers read the fp32 tensor. A Cast to float16 left without
+    consumers goes too. Graph outputs are never bypassed or removed."""
+    g = model.graph
+    float_, half = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    types = {v.name: v.type.tensor_type.elem_type for v in (*g.value_info, *g.input, *g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    producer = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+
+    def cast_to(node) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    def is_fp32(name: str) -> bool:
+        src = producer.get(name)
+        return types.get(name) == float_ or (src is not None and src.op_type in op_islands)
+
+    bypass: dict[str, str] = {}
+    for n in g.node:
+        first = producer.get(n.input[0]) if cast_to(n) == float_ else None
+        if first is not None and cast_to(first) == half and is_fp32(first.input[0]) and n.output[0] not in outputs:
+            bypass[n.output[0]] = first.input[0]
+    if not bypass:
+        return 0
+    kept = [n for n in g.node if not (n.op_type == "Cast" and n.output[0] in bypass)]
+    for n in kept:
+        for i, name in enumerate(n.input):
+            if name in bypass:
+                n.input[i] = bypass[name]
+    used = {i for n in kept for i in n.input} | outputs
+    kept = [n for n in kept if not (cast_to(n) == half and n.output[0] not in used)]
+    live = {o for n in kept for o in n.output} | {i for n in kept for i in n.input}
+    del g.node[:]
+    g.node.extend(kept)
+    stale = [v for v in g.value_info if v.name not in live]
+    for v in stale:
+        g.value_info.remove(v)
+    return len(bypass)
 
 
 def _session(model: onnx.ModelProto, threads: int):

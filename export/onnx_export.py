@@ -21,7 +21,7 @@ import torch
 
 # FP16_ISLANDS: op types kept in fp32 under --precision fp16, declared beside the measured search that replaces
 # them per graph (tpo-calibrate --precision fp16); streamed.py takes it from here. See docs/export.md.
-from tpo.calibration.fp16 import FP16_ISLANDS
+from tpo.calibration.fp16 import FP16_ISLANDS, join_fp32_islands
 from tpo.model.graphs import GraphDef
 
 from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_opset  # noqa: F401  (re-exported)
@@ -130,5 +130,6 @@ def to_fp16(path: Path, islands: tuple[str, ...] = FP16_ISLANDS) -> list[str]:
         # shape inference serialises the model: impossible over 2 GB, so large graphs convert without it
         converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(islands),
                                              disable_shape_infer=external)
+    join_fp32_islands(converted, islands)
     save(converted, path, external)
     return present

@@ -33,7 +33,7 @@ from tpo.contract import Precision
 from tpo.model.graphs import GraphDef
 from tpo.signals import stop_point
 
-from .onnx_export import FP16_ISLANDS, _dynamic_shapes, _quiet_loggers, name_dims
+from .onnx_export import FP16_ISLANDS, _dynamic_shapes, _quiet_loggers, join_fp32_islands, name_dims
 from .weights import BLOCK_BYTES, CheckpointTensors, Recipe, cast_block, float_blocks
 
 INLINE_BYTES = 256 << 20         # a graph with fewer weight bytes keeps them in the .onnx file
@@ -127,6 +127,7 @@ def convert_fp16(proto: onnx.ModelProto, islands: tuple[str, ...] = FP16_ISLANDS
     with warnings.catch_warnings(), _value_info_from_dims():
         warnings.simplefilter("ignore")
         converted = convert_float_to_float16(proto, keep_io_types=True, op_block_list=list(islands))
+    join_fp32_islands(converted, islands)
     return converted, present
 
 

@@ -20,7 +20,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,10 +39,12 @@ from tpo.model.prompt import Prompt
 from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
 from tpo.model.tpo_model import TPOModel, build_model
 
+from .connector_cells import cells_per_side
 from .heads import TRAIN_HEADS, train_head
 from .recipe_config import HEADS, STAGES, RecipeConfig  # noqa: F401  (re-exported)
 from .sample import Sample, frames_to_pixels
 from .samples import build_pool
+from .slot_attention import slot_attention_layer, slot_attention_loss
 
 # Stage 0's mask head steps on single images before the video windows (pretrain_mask_head's own split,
 # 150 of 250). A fraction, so that every step count trains the memory path too: with a fixed 150 image
@@ -104,9 +107,12 @@ def lr_at(step: int, total: int, rc: RecipeConfig) -> float:
 def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: int,
                  rng: torch.Generator, visual_cache: dict | None = None) -> dict[str, torch.Tensor]:
     """LM loss on every sample (stages 1, 3) and each head's loss on its samples (stages 2, 3), in
-    `rc.heads` order. visual_cache: see `_batch_visual`."""
+    `rc.heads` order; with rc.slot_attention, stage 3 adds the slot attention loss (the LLM must then run with
+    eager attention: `run_stage` sets it). visual_cache: see `_batch_visual`."""
     x, mask, labels = _batch_embeddings(model, batch, visual_cache)
-    out = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    slots = stage == 3 and rc.slot_attention > 0
+    out = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True, output_attentions=slots,
+                   use_cache=False)
     losses: dict[str, torch.Tensor] = {}
     if stage in (1, 3):
         logits = out.logits[:, :-1].float()
@@ -119,6 +125,11 @@ def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: 
             if rows:
                 hs = torch.stack([hidden[i, batch[i].placeholder] for i in rows])          # (n, H)
                 losses[task] = train_head(task).loss(model, hs, [batch[i] for i in rows], rc, rng)
+    if slots:
+        attention = out.attentions[slot_attention_layer(model.cfg)]
+        loss = slot_attention_loss(attention, batch, cells_per_side(model.cfg))
+        if loss is not None:
+            losses["slot_attention"] = rc.slot_attention * loss
     return losses
 
 
@@ -209,7 +220,9 @@ def save_state(out: Path, model: TPOModel, optimizer: torch.optim.Optimizer | No
 def load_state(out: Path, model: TPOModel, rc: RecipeConfig) -> tuple[TrainState, dict | None]:
     saved = json.loads((out / "state" / "state.json").read_text())
     mine = json.loads(json.dumps(dataclasses.asdict(rc)))
-    theirs = {k: v for k, v in saved["recipe"].items() if k != "stages"}
+    # a setting newer than the saved run takes its default there (a new setting's default keeps the old behaviour)
+    defaults = json.loads(json.dumps(dataclasses.asdict(RecipeConfig())))
+    theirs = {k: v for k, v in {**defaults, **saved["recipe"]}.items() if k != "stages"}
     if {k: v for k, v in mine.items() if k != "stages"} != theirs:
         diff = sorted(k for k in theirs if theirs[k] != mine.get(k))
         raise ConfigError(f"{out}: holds a run with other settings ({diff}); use another --out to start afresh")
@@ -244,33 +257,46 @@ def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int,
     n_clips = max(1, rc.batch_size // per_clip)
     model.train()
     model.sam.eval()
-    bar = tqdm(total=total, initial=state.step, desc=f"stage {stage}", disable=not progress)
-    while state.step < total:
-        t0 = time.time()
-        gen = np.random.default_rng([rc.seed, stage, state.step])
-        torch.manual_seed(int(gen.integers(2**31)))
-        chosen = gen.choice(len(clips), size=min(n_clips, len(clips)), replace=False)
-        batch = [pool[i] for c in chosen for i in by_clip[clips[c]]]
-        lr = lr_at(state.step, total, rc)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        losses = batch_losses(model, batch, rc, stage, torch.Generator().manual_seed(int(gen.integers(2**31))),
-                              visual_cache)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, rc.grad_clip)
-        optimizer.step()
-        state.step += 1
-        record = {"stage": stage, "step": state.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(norm),
-                  "seconds": round(time.time() - t0, 3), **{k: float(v.detach()) for k, v in losses.items()}}
-        log(record)
-        bar.update(1)
-        bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()})
-        if state.step % rc.checkpoint_every == 0 and state.step < total:
-            save_state(out, model, optimizer, state, rc)
-    bar.close()
+    with eager_attention(model, stage == 3 and rc.slot_attention > 0):   # sdpa returns no attention weights
+        bar = tqdm(total=total, initial=state.step, desc=f"stage {stage}", disable=not progress)
+        while state.step < total:
+            t0 = time.time()
+            gen = np.random.default_rng([rc.seed, stage, state.step])
+            torch.manual_seed(int(gen.integers(2**31)))
+            chosen = gen.choice(len(clips), size=min(n_clips, len(clips)), replace=False)
+            batch = [pool[i] for c in chosen for i in by_clip[clips[c]]]
+            lr = lr_at(state.step, total, rc)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = batch_losses(model, batch, rc, stage, torch.Generator().manual_seed(int(gen.integers(2**31))),
+                                  visual_cache)
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, rc.grad_clip)
+            optimizer.step()
+            state.step += 1
+            record = {"stage": stage, "step": state.step, "lr": lr, "loss": float(loss.detach()), "grad_norm": float(norm),
+                      "seconds": round(time.time() - t0, 3), **{k: float(v.detach()) for k, v in losses.items()}}
+            log(record)
+            bar.update(1)
+            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()})
+            if state.step % rc.checkpoint_every == 0 and state.step < total:
+                save_state(out, model, optimizer, state, rc)
+        bar.close()
     model.eval()
+
+
+@contextmanager
+def eager_attention(model: TPOModel, wanted: bool) -> Iterator[None]:
+    """The LLM on eager attention inside the block when `wanted` (it returns attention weights), then back."""
+    before = model.lm.config._attn_implementation
+    if wanted:
+        model.lm.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.lm.set_attn_implementation(before)
 
 
 def train(rc: RecipeConfig, out: str | Path, progress: bool = True, log_echo: Callable[[dict], None] | None = None):

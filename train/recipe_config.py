@@ -42,6 +42,8 @@ class RecipeConfig:
     temporal_weight: float = 0.05   # the release's factor on CG-DETR's set criterion
     freeze_vision: bool = False     # True: stages 1-3 leave the stage-0 vision encoder as it is
     freeze_connector: bool = False  # True: stages 1-3 leave the stage-0 connector as it is
+    slot_attention: float = 0.0     # stage 3: weight of the region/track task tokens' attention loss towards the
+                                    # asked object's cell slot (train/slot_attention.py; cell slots only)
     heads: tuple[str, ...] = HEADS
     stages: tuple[int, ...] = STAGES
     checkpoint_every: int = 100
@@ -52,6 +54,10 @@ class RecipeConfig:
             raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(TASKS)}")
         if self.connector_layout not in ("category", "cell"):
             raise ConfigError(f"--connector-layout: must be 'category' or 'cell', got {self.connector_layout!r}")
+        if self.slot_attention < 0:
+            raise ConfigError(f"--slot-attention {self.slot_attention}: must be >= 0")
+        if self.slot_attention and self.connector_layout != "cell":
+            raise ConfigError("--slot-attention needs --connector-layout cell (a slot per cell of the frame)")
         bad_stages = [s for s in self.stages if s not in STAGES]
         if bad_stages or not self.stages:
             raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")

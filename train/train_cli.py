@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the stage-0 vision encoder out of stages 1-3")
     p.add_argument("--freeze-connector", action=argparse.BooleanOptionalAction, default=d.freeze_connector,
                    help="leave the stage-0 connector out of stages 1-3")
+    p.add_argument("--slot-attention", type=float, default=d.slot_attention,
+                   help="stage 3: weight of the region and track task tokens' attention loss towards the asked "
+                        "object's cell slot (with --connector-layout cell; 0: none)")
     p.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
                    help="factor on the temporal head's set criterion in the joint loss")
     p.add_argument("--eval-clips", type=int, default=0, help="score the result on this many held-out clips")
@@ -114,7 +117,7 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
         vision_category_weight=args.vision_category_weight, vision_lr=args.vision_lr,
         vision_pool_clips=args.vision_pool_clips,
         freeze_vision=args.freeze_vision, freeze_connector=args.freeze_connector,
-        lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
+        slot_attention=args.slot_attention, lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
         **{f"stage{s}_steps": getattr(args, f"stage{s}_steps") for s in STAGES},
     )
 

@@ -58,7 +58,7 @@ PRECISIONS = (Precision.INT8, Precision.INT4, Precision.FP16, Precision.MIXED)
 AUTO = "auto"                          # the CLI's word for a searched (MIXED) artifact
 DEFAULT_BUDGET = 0.05
 FP16_SAMPLES = 4                       # captured inputs per graph the fp16 island search runs on
-QUANTISER_VERSION = 2                  # in every cache key: bumped when quantize.py / fp16.py change what they write
+QUANTISER_VERSION = 3                  # in every cache key: bumped when quantize.py / fp16.py change what they write
 FP16_METHOD = f"fp16h{FP16_HEADROOM:g}s{FP16_ERROR_SLACK:g}n{FP16_SAMPLES}"      # in its cache key
 
 

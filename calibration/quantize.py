@@ -169,6 +169,13 @@ def _restricted(base: type, tensors: set[str]) -> type:
             found, value_infos = super().select_tensors_to_calibrate(model)
             return found & tensors, value_infos
 
+        def collect_data(self, data_reader):
+            if getattr(self, "num_bins", None) is not None and not self.collector:     # a histogram calibrator
+                self.collector = _flat_histograms()(
+                    method=self.method, symmetric=self.symmetric, num_bins=self.num_bins,
+                    num_quantized_bins=self.num_quantized_bins, percentile=self.percentile, scenario=self.scenario)
+            return super().collect_data(data_reader)
+
         def create_inference_session(self):
             options = onnxruntime.SessionOptions()
             options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -177,6 +184,29 @@ def _restricted(base: type, tensors: set[str]) -> type:
                                                               providers=self.execution_providers)
 
     return Restricted
+
+
+def _flat_histograms() -> type:
+    """onnxruntime's HistogramCollector, fed one flat array per tensor that starts with a 0.
+
+    Flat: it stacks a tensor's samples into one array, which fails on samples of different shapes (prompts of
+    different lengths, a video and an image through one graph); the values, and so the histogram, are the same
+    flattened. The 0: it bins |x| from the smallest |x| seen, and a tensor whose values nearly all sit at one
+    magnitude has no 2,048 finite bins there (numpy refuses); from 0, as a symmetric int8 range is, it always
+    has. One value among a sample's thousands moves no percentile. Both crashed `--method percentile` and
+    `entropy` on the tiny checkpoints (docs/export.md)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    class FlatHistograms(HistogramCollector):
+        def collect(self, name_to_arr):
+            flat = {}
+            for k, v in name_to_arr.items():
+                arrays = v if isinstance(v, list) else [v]
+                dtype = arrays[0].dtype if arrays else np.float32
+                flat[k] = [np.concatenate([np.zeros(1, dtype), *(np.ravel(a) for a in arrays)])]
+            return super().collect(flat)
+
+    return FlatHistograms
 
 
 def calibration_passes(tensors: list[str], sizes: dict[str, int], method: str, samples: int,

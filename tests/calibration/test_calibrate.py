@@ -265,3 +265,31 @@ def test_int8_quantises_weight_matmuls_only_and_bounded_passes_change_nothing(fp
                    for n in graph.node if n.op_type == "MatMul"]
     assert dequantized.count([True, True]) == len(weight_matmuls)
     assert dequantized.count([False, False]) == len(activations) == len(dequantized) - len(weight_matmuls)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_histogram_methods_take_samples_of_different_shapes(fp32_artifacts, tmp_path, method):
+    """A video (392 tokens) and an image (49) through the connector: onnxruntime's histogram calibrators stacked
+    the samples into one array and crashed with a bare traceback; they now see one flat array per tensor."""
+    from tpo.bench.full_size import SIZES, feed_for
+    from tpo.calibration.quantize import quantize_int8
+
+    manifest = Manifest.load(fp32_artifacts)
+    entry = manifest.graphs[G.CONNECTOR.name]
+    samples = [feed_for(entry, dict(SIZES, num_vision_tokens=n), seed=n) for n in (392, 49)]
+    assert samples[0]["vision_tokens"].shape != samples[1]["vision_tokens"].shape
+    info = quantize_int8(entry.path, tmp_path / f"{method}.onnx", samples, method)
+    assert info["quantized_nodes"] > 0 and (tmp_path / f"{method}.onnx").is_file()
+
+
+def test_a_tensor_at_one_magnitude_still_has_histogram_bins():
+    """|x| all near 1000 (a spread of float32's last bits): numpy has no 2,048 finite bins between its min and
+    max; binned from 0, as a symmetric range is, it has."""
+    from tpo.calibration.quantize import _flat_histograms
+
+    collector = _flat_histograms()(method="percentile", symmetric=True, num_bins=2048, num_quantized_bins=128,
+                                   percentile=99.999, scenario="same")
+    values = np.full((4, 8), 1000.0, np.float32) + np.float32(6e-5) * np.arange(32, dtype=np.float32).reshape(4, 8)
+    collector.collect({"t": [values, values[:1]]})
+    hist, edges, low, high = collector.histogram_dict["t"]
+    assert edges[0] == 0 and np.isfinite(edges).all() and hist.sum() == 32 + 8 + 1

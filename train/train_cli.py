@@ -117,7 +117,8 @@ def recipe_from_args(args: argparse.Namespace) -> RecipeConfig:
         vision_category_weight=args.vision_category_weight, vision_lr=args.vision_lr,
         vision_pool_clips=args.vision_pool_clips,
         freeze_vision=args.freeze_vision, freeze_connector=args.freeze_connector,
-        slot_attention=args.slot_attention, lr=args.lr, temporal_weight=args.temporal_weight, heads=parse_list(args.heads), stages=stages,
+        slot_attention=args.slot_attention, lr=args.lr, temporal_weight=args.temporal_weight,
+        heads=parse_list(args.heads), stages=stages,
         **{f"stage{s}_steps": getattr(args, f"stage{s}_steps") for s in STAGES},
     )
 

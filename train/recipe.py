@@ -110,7 +110,7 @@ def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: 
     `rc.heads` order; with rc.slot_attention, stage 3 adds the slot attention loss (the LLM must then run with
     eager attention: `run_stage` sets it). visual_cache: see `_batch_visual`."""
     x, mask, labels = _batch_embeddings(model, batch, visual_cache)
-    slots = stage == 3 and rc.slot_attention > 0
+    slots = rc.slot_attention_at(stage)
     out = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True, output_attentions=slots,
                    use_cache=False)
     losses: dict[str, torch.Tensor] = {}
@@ -257,7 +257,7 @@ def run_stage(model: TPOModel, pool: list[Sample], rc: RecipeConfig, stage: int,
     n_clips = max(1, rc.batch_size // per_clip)
     model.train()
     model.sam.eval()
-    with eager_attention(model, stage == 3 and rc.slot_attention > 0):   # sdpa returns no attention weights
+    with eager_attention(model, rc.slot_attention_at(stage)):   # sdpa returns no attention weights
         bar = tqdm(total=total, initial=state.step, desc=f"stage {stage}", disable=not progress)
         while state.step < total:
             t0 = time.time()

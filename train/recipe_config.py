@@ -62,5 +62,9 @@ class RecipeConfig:
         if bad_stages or not self.stages:
             raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")
 
+    def slot_attention_at(self, stage: int) -> bool:
+        """Whether `stage` adds the slot attention loss (and so runs the LLM with attention weights)."""
+        return stage == 3 and self.slot_attention > 0
+
     def steps(self, stage: int) -> int:
         return getattr(self, f"stage{stage}_steps")

@@ -10,7 +10,7 @@ slot that matches the question is left to the LLM, which reads all slots and the
 visual slots: docs/training.md). The box is absolute (frame-normalised) and read by one linear head shared by
 every slot, so where a slot is must be in its output, as the LLM's task token needs it.
 
-    cells_per_side(cfg)                     n
+    cells_per_side(cfg, layout)             n (layout "both": cells before one slot per category)
     cell_slot_targets(clip, index, n)       presence [S, C], box [S, 4], whether the box counts [S]
     cell_attention_target(grid, frames, n)  [S, N]: the tokens of each cell, normalised (the attention target;
                                             [B, S, N] leaning towards the objects when their coverage is given)
@@ -35,11 +35,15 @@ PRESENCE_WEIGHT = 5.0         # on the presence loss (1 for category slots): 1-2
                               # positive, and at weight 1 the presence loss stayed at the prior for 1,000 steps
 
 
-def cells_per_side(cfg) -> int:
+def cells_per_side(cfg, layout: str = "cell") -> int:
+    """n: the largest n x n cells the connector's queries hold; with layout "both" after one category slot per
+    colour-shape category (the cell slots come first, the category slots after them)."""
     q = cfg.connector.num_query_tokens + cfg.connector.num_extra_query_tokens
-    n = math.isqrt(q)
+    reserved = len(CATEGORIES) if layout == "both" else 0
+    n = math.isqrt(max(q - reserved, 0))
     if n < 2:
-        raise ConfigError(f"cell slots need at least 4 connector queries (2 x 2 cells); the connector has {q}")
+        raise ConfigError(f"{layout} slots need at least {4 + reserved} connector queries (2 x 2 cells"
+                          f"{f' and {reserved} category slots' if reserved else ''}); the connector has {q}")
     return n
 
 

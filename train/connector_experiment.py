@@ -26,7 +26,7 @@ from tpo.data.synthetic import make_clip
 from tpo.model.config import load_config
 from tpo.model.tpo_model import build_model
 
-from .connector_pretrain import LAYOUTS, connector_probe, pretrain_connector
+from .connector_pretrain import CATEGORY_PREFIX, LAYOUTS, connector_probe, pretrain_connector
 from .probes import connector_variation, vision_shape_probe
 from .vision_pretrain import pretrain_vision_encoder
 
@@ -35,7 +35,8 @@ CURVE_EVERY = 50
 
 def curve(records: list[dict], every: int = CURVE_EVERY) -> dict[str, list[float]]:
     """Mean of each loss part over consecutive runs of `every` steps."""
-    keys = [k for k in ("presence", "l1", "giou", "attention", "coverage") if k in records[0]]
+    parts = ("presence", "l1", "giou", "attention", "coverage")
+    keys = [k for k in (*parts, *(CATEGORY_PREFIX + p for p in parts)) if k in records[0]]
     return {k: [round(float(np.mean([r[k] for r in records[i:i + every]])), 3)
                 for i in range(0, len(records), every)] for k in keys}
 

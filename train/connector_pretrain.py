@@ -17,16 +17,19 @@ and size) per slot. Losses per slot: binary cross-entropy on presence; where pre
 L1 (x 5) and GIoU (x 2) on the box (DETR's weights). The vision encoder keeps its stage-0 coverage loss (a fresh
 linear probe), so that the temporal head's clip features stay what the vision pretraining made them. What the
 slots carry is what the LLM's questions need: a count or a colour / shape question is presence over the clip,
-a region query a box on one image, a track query a box on the first frame.
+a region query a box on one image, a track query a box on the first frame. Layouts: these category slots, cell
+slots (`connector_cells`: where, by position), or both, cell slots first and category slots after them (where
+and what: cell slots alone carry less of what is in the clip, docs/training.md).
 
     pretrain_connector(model, steps, seed)   trains vision_encoder, vision_layernorm and connector in place;
                                              returns (summary, slot head)
-    slot_readout(model, frames)              presence probabilities [12, F] and boxes [12, F, 4] of one input
+    slot_readout(model, head, frames)        per category, presence probability [12] and box [12, 4] of one input
     connector_probe(model, clips)            what the slots pass on held-out clips (region Acc@0.5, count)
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -53,28 +56,37 @@ from .connector_cells import (
 )
 from .connector_cells import PRESENCE_WEIGHT as CELL_PRESENCE_WEIGHT
 from .losses import generalized_box_iou
+from .recipe_config import CONNECTOR_LAYOUTS as LAYOUTS
 from .sample import frames_to_pixels, resize_frames
 from .schedule import loss_summary, warmup_cosine
 from .vision_pretrain import SUB, category_maps, patch_targets
 
 FRAMES_PER_CLIP = 12          # single frames kept per pool clip
 LOSS_WEIGHTS = {"presence": 1.0, "l1": 5.0, "giou": 2.0, "coverage": 1.0, "attention": 1.0}
-LAYOUTS = ("category", "cell")   # what a slot describes: a colour-shape category, or a cell of the frame
+CATEGORY_PREFIX = "category_"    # layout "both": the category slots' loss parts, beside the cell slots' own
 
 
 def num_queries(cfg) -> int:
     return cfg.connector.num_query_tokens + cfg.connector.num_extra_query_tokens
 
 
-def slot_frames(cfg) -> int:
-    """G: slot frames per category, as many of the F video frames as the connector's queries allow."""
-    return min(cfg.vision.num_frames, num_queries(cfg) // len(CATEGORIES))
+def cell_slots(cfg, layout: str) -> int:
+    """How many of the queries are cell slots (they come first): none for category slots."""
+    return 0 if layout == "category" else cells_per_side(cfg, layout) ** 2
 
 
-def check_slots(cfg) -> None:
-    if slot_frames(cfg) < 1:
+def slot_frames(cfg, layout: str = "category") -> int:
+    """G: slot frames per category, as many of the F video frames as the queries after the cell slots allow."""
+    return min(cfg.vision.num_frames, (num_queries(cfg) - cell_slots(cfg, layout)) // len(CATEGORIES))
+
+
+def check_slots(cfg, layout: str = "category") -> None:
+    if layout not in LAYOUTS:
+        raise ConfigError(f"connector slot layout must be one of {LAYOUTS}, got {layout!r}")
+    cells = cell_slots(cfg, layout)           # raises when the cells do not fit
+    if layout != "cell" and slot_frames(cfg, layout) < 1:
         raise ConfigError(f"connector pretraining describes {len(CATEGORIES)} categories, one slot each at least; "
-                          f"the connector has {num_queries(cfg)} queries")
+                          f"the connector has {num_queries(cfg)} queries ({cells} of them cell slots)")
 
 
 def slot_targets(clip: Clip, index: np.ndarray, slots_t: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -107,18 +119,20 @@ def slot_targets(clip: Clip, index: np.ndarray, slots_t: int) -> tuple[Tensor, T
 
 class ConnectorPool:
     """Per clip: FRAMES_PER_CLIP single frames and the video's `num_frames` middle frames, at the MLLM size,
-    with their slot targets (of `layout`) and coverage targets."""
+    each as (frames, slot targets, coverage targets); the slot targets (`layout`'s) are a tuple: cell slots'
+    (presence, box, boxed), category slots' (presence, box, boxed), or both, cells first."""
 
     def __init__(self, clips: int, seed: int, cfg, scene: SceneConfig | None = None, layout: str = "category"):
         rng = np.random.default_rng([seed, 9])
         size, f = cfg.vision.image_size, cfg.vision.num_frames
         grid = size // cfg.vision.patch_size
-        if layout == "cell":
-            n = cells_per_side(cfg)
-            targets = lambda clip, index: cell_slot_targets(clip, index, n)         # noqa: E731
-        else:
-            g = slot_frames(cfg)
-            targets = lambda clip, index: slot_targets(clip, index, g)              # noqa: E731
+        n = cells_per_side(cfg, layout) if layout != "category" else 0
+        g = slot_frames(cfg, layout) if layout != "cell" else 0
+
+        def targets(clip: Clip, index: np.ndarray) -> tuple:
+            cells = cell_slot_targets(clip, index, n) if n else ()
+            return (*cells, *(slot_targets(clip, index, g) if g else ()))
+
         self.images: list[tuple] = []
         self.videos: list[tuple] = []
         for i in range(clips):
@@ -129,9 +143,8 @@ class ConnectorPool:
             cover = patch_targets(category_maps(clip, singles), grid)
             per = grid * grid
             for j, t in enumerate(singles):
-                self.images.append((frames[j:j + 1], *targets(clip, np.array([t])),
-                                    cover[j * per:(j + 1) * per]))
-            self.videos.append((resize_frames(clip.frames[middle], size), *targets(clip, middle),
+                self.images.append((frames[j:j + 1], targets(clip, np.array([t])), cover[j * per:(j + 1) * per]))
+            self.videos.append((resize_frames(clip.frames[middle], size), targets(clip, middle),
                                 patch_targets(category_maps(clip, middle), grid)))
 
 
@@ -150,6 +163,28 @@ class SlotHead(nn.Module):
         return out[..., 0], torch.cat([centre - size / 2, centre + size / 2], dim=-1)
 
 
+class BothHead(nn.Module):
+    """Layout "both": the cell slots' read-out on the first `cells` tokens, the category slots' on the rest."""
+
+    def __init__(self, width: int, cells: int, frames: int):
+        super().__init__()
+        self.cells = cells
+        self.cell = CellHead(width, cells)
+        self.category = SlotHead(width, len(CATEGORIES), frames)
+
+    def forward(self, tokens: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        return self.cell(tokens), self.category(tokens[:, self.cells:])
+
+
+def make_head(cfg, layout: str) -> SlotHead | CellHead | BothHead:
+    width = cfg.llm.hidden_size
+    if layout == "cell":
+        return CellHead(width, cell_slots(cfg, layout))
+    if layout == "both":
+        return BothHead(width, cell_slots(cfg, layout), slot_frames(cfg, layout))
+    return SlotHead(width, len(CATEGORIES), slot_frames(cfg, layout))
+
+
 def slot_loss(logits: Tensor, boxes: Tensor, present: Tensor, target: Tensor,
               boxed: Tensor | None = None) -> dict[str, Tensor]:
     """Presence BCE over every slot; box L1 and GIoU over the slots `boxed` (default: the present ones)."""
@@ -162,6 +197,34 @@ def slot_loss(logits: Tensor, boxes: Tensor, present: Tensor, target: Tensor,
     else:
         out["l1"] = out["giou"] = logits.new_zeros(())
     return out
+
+
+def slot_losses(head: SlotHead | CellHead | BothHead, out: Tensor, targets: list[Tensor], attn: Tensor | None,
+                cover: Tensor, grid: int) -> dict[str, Tensor]:
+    """The slots' loss parts (presence, l1, giou; attention where the cross-attention `attn` [B, Q, N] is given)
+    against `ConnectorPool`'s targets; layout "both" adds the category slots' parts under CATEGORY_PREFIX."""
+    frames = cover.shape[1] // (grid * grid)
+
+    def cells(h: CellHead, tokens: Tensor, t: list[Tensor], a: Tensor | None) -> dict[str, Tensor]:
+        part = slot_loss(*h(tokens), *t)
+        if a is not None:
+            objects = cover.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(2).sum(-1)
+            part["attention"] = cell_attention_loss(a, cell_attention_target(grid, frames, math.isqrt(h.slots), objects))
+        return part
+
+    def categories(h: SlotHead, tokens: Tensor, t: list[Tensor], a: Tensor | None) -> dict[str, Tensor]:
+        part = slot_loss(*h(tokens), *t)
+        if a is not None:
+            part["attention"] = attention_loss(a, *attention_targets(cover, grid * grid, h.frames))
+        return part
+
+    if isinstance(head, CellHead):
+        return cells(head, out, targets, attn)
+    if isinstance(head, SlotHead):
+        return categories(head, out, targets, attn)
+    rest = None if attn is None else attn[:, head.cells:]
+    return {**cells(head.cell, out, targets[:3], attn),
+            **{CATEGORY_PREFIX + k: v for k, v in categories(head.category, out[:, head.cells:], targets[3:], rest).items()}}
 
 
 @contextmanager
@@ -233,7 +296,7 @@ def pretrain_connector(
     layout: str = "category",
     log: Callable[[dict], None] | None = None,
     progress: bool = False,
-) -> tuple[dict, SlotHead | CellHead]:
+) -> tuple[dict, SlotHead | CellHead | BothHead]:
     """Train the vision encoder, `vision_layernorm` and the connector in place on the slot descriptions (and the
     encoder's coverage targets); returns ({steps, seconds, loss_first, loss_last}, the slot head: the read-out the
     recipe throws away, kept for probes). attention: also supervise where each slot's query looks (its first
@@ -245,10 +308,8 @@ def pretrain_connector(
     if steps < 1 or image_batch < 0 or video_batch < 0 or image_batch + video_batch < 1 or pool_clips < 1:
         raise ConfigError(f"need steps, pool_clips >= 1 and a non-empty batch; got steps={steps}, "
                           f"image_batch={image_batch}, video_batch={video_batch}, pool_clips={pool_clips}")
-    if layout not in LAYOUTS:
-        raise ConfigError(f"connector slot layout must be one of {LAYOUTS}, got {layout!r}")
     cfg = model.cfg
-    check_slots(cfg) if layout == "category" else cells_per_side(cfg)
+    check_slots(cfg, layout)
     grid = cfg.vision.image_size // cfg.vision.patch_size
     start_time = time.perf_counter()
     pool = ConnectorPool(pool_clips, seed, cfg, layout=layout)
@@ -261,13 +322,11 @@ def pretrain_connector(
         bar = tqdm(total=steps, desc="connector pretrain", unit="step")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        weights = dict(LOSS_WEIGHTS)
-        if layout == "cell":
-            head = CellHead(cfg.llm.hidden_size, cells_per_side(cfg) ** 2)
+        weights = {**LOSS_WEIGHTS, **{CATEGORY_PREFIX + k: v for k, v in LOSS_WEIGHTS.items()}}
+        head = make_head(cfg, layout)
+        if layout != "category":
             pass_values_through(model)
             weights["presence"] = CELL_PRESENCE_WEIGHT
-        else:
-            head = SlotHead(cfg.llm.hidden_size, len(CATEGORIES), slot_frames(cfg))
         probe = nn.Linear(cfg.vision.width, SUB * SUB * len(CATEGORIES))
         vision = [*model.vision_encoder.parameters(), *model.vision_layernorm.parameters()]
         connector = list(model.connector.parameters())
@@ -288,25 +347,15 @@ def pretrain_connector(
                 if not size:
                     continue
                 chosen = [items[int(j)] for j in rng.choice(len(items), size=min(size, len(items)), replace=False)]
-                pixels = torch.stack([frames_to_pixels(f, cfg) for f, *_ in chosen])       # (B, 3, T, S, S)
+                pixels = torch.stack([frames_to_pixels(f, cfg) for f, _, _ in chosen])     # (B, 3, T, S, S)
                 tokens = model.vision_layernorm(model.vision_encoder(pixels))               # (B, N, Dv)
-                cover = torch.stack([c[4] for c in chosen])
+                cover = torch.stack([c[2] for c in chosen])
+                targets = [torch.stack(t) for t in zip(*(c[1] for c in chosen), strict=True)]
                 if attention:
                     out, attn = connector_with_attention(model, tokens)
                 else:
                     out, attn = model.connector(tokens), None
-                logits, boxes = head(out)
-                present = torch.stack([c[1] for c in chosen])
-                target = torch.stack([c[2] for c in chosen])
-                boxed = torch.stack([c[3] for c in chosen])
-                part = slot_loss(logits, boxes, present, target, boxed)
-                if attn is not None and layout == "cell":
-                    frames = tokens.shape[1] // (grid * grid)
-                    objects = cover.unflatten(-1, (SUB * SUB, len(CATEGORIES))).mean(2).sum(-1)
-                    where = cell_attention_target(grid, frames, cells_per_side(cfg), objects)
-                    part["attention"] = cell_attention_loss(attn, where)
-                elif attn is not None:
-                    part["attention"] = attention_loss(attn, *attention_targets(cover, grid * grid, head.frames))
+                part = slot_losses(head, out, targets, attn, cover, grid)
                 part["coverage"] = F.binary_cross_entropy_with_logits(probe(tokens), cover) * len(CATEGORIES)
                 for k, v in part.items():
                     parts[k] = parts.get(k, 0.0) + v * weights[k]
@@ -330,17 +379,25 @@ def pretrain_connector(
 
 
 @torch.no_grad()
-def slot_readout(model, head: SlotHead | CellHead, frames: np.ndarray) -> tuple[Tensor, Tensor]:
+def slot_readout(model, head: SlotHead | CellHead | BothHead, frames: np.ndarray) -> tuple[Tensor, Tensor]:
     """uint8 [T, S, S, 3] frames at the MLLM size (T = 1 or num_frames) -> per category, what the slots say of
     it: presence probability [C] and box [C, 4] (normalised). Category slots: the largest probability over its
-    G slot frames and their boxes averaged; cell slots: the cell that says it most (`read_category`)."""
-    pixels = frames_to_pixels(frames, model.cfg)[None]
-    logits, boxes = head(model.encode_visual(pixels))
+    G slot frames and their boxes averaged; cell slots: the cell that says it most (`read_category`); both: the
+    presence from the category slots, the box from the cells."""
+    out = model.encode_visual(frames_to_pixels(frames, model.cfg)[None])
+    if isinstance(head, BothHead):
+        return _read_categories(*head.category(out[:, head.cells:]))[0], _read_cells(*head.cell(out))[1]
+    return (_read_cells if isinstance(head, CellHead) else _read_categories)(*head(out))
+
+
+def _read_cells(logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
     prob, boxes = logits[0].sigmoid(), boxes[0]
-    if isinstance(head, CellHead):
-        read = [read_category(prob, boxes, c) for c in range(len(CATEGORIES))]
-        return torch.tensor([p for p, _ in read]), torch.stack([b for _, b in read])
-    return prob.amax(1), boxes.mean(1)
+    read = [read_category(prob, boxes, c) for c in range(len(CATEGORIES))]
+    return torch.tensor([p for p, _ in read]), torch.stack([b for _, b in read])
+
+
+def _read_categories(logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+    return logits[0].sigmoid().amax(1), boxes[0].mean(1)
 
 
 def slot_answer(clip: Clip, query, prob: Tensor) -> str:
@@ -356,7 +413,7 @@ def slot_answer(clip: Clip, query, prob: Tensor) -> str:
     return best[0] if colour_question else best[1]
 
 
-def connector_probe(model, head: SlotHead | CellHead, clips: list[Clip]) -> dict:
+def connector_probe(model, head: SlotHead | CellHead | BothHead, clips: list[Clip]) -> dict:
     """What the connector passes, read by the slot head on held-out clips: region Acc@0.5 (the asked category's
     box on the asked frame), from the video's slots the count, the conversation answer (`slot_answer`: the
     LLM's job done by a rule) and presence accuracy per category (shows on any of the video's frames)."""

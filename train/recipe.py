@@ -127,7 +127,7 @@ def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: 
                 losses[task] = train_head(task).loss(model, hs, [batch[i] for i in rows], rc, rng)
     if slots:
         attention = out.attentions[slot_attention_layer(model.cfg)]
-        loss = slot_attention_loss(attention, batch, cells_per_side(model.cfg))
+        loss = slot_attention_loss(attention, batch, cells_per_side(model.cfg, rc.connector_layout))
         if loss is not None:
             losses["slot_attention"] = rc.slot_attention * loss
     return losses

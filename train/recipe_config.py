@@ -12,6 +12,10 @@ from tpo.errors import ConfigError
 
 HEADS = tuple(TASKS)        # the released tasks' heads, in the registry's order (the default --heads)
 STAGES = (0, 1, 2, 3)
+# what a connector slot describes in stage 0 (train/connector_pretrain.py): a colour-shape category, a cell of the
+# frame, or both (cell slots first, then category slots)
+CONNECTOR_LAYOUTS = ("category", "cell", "both")
+SLOT_ATTENTION_LAYOUTS = ("cell", "both")     # the layouts with a slot per cell, which the slot attention needs
 
 
 @dataclass
@@ -27,7 +31,7 @@ class RecipeConfig:
     vision_steps: int = 400         # 0: vision encoder pretraining steps (train/vision_pretrain.py)
     connector_steps: int = 0        # 0: connector representation steps (train/connector_pretrain.py)
     connector_attention: bool = False  # stage 0: also supervise where each slot's query looks (connector_pretrain)
-    connector_layout: str = "category"  # stage 0: what a connector slot describes, "category" or "cell"
+    connector_layout: str = "category"  # stage 0: what a connector slot describes (CONNECTOR_LAYOUTS)
     vision_category_weight: float = 0.0  # stage 0: weight of the vision part's per-token category loss
     vision_lr: float = 2e-3         # stage 0: the vision part's peak learning rate
     vision_pool_clips: int = 100    # stage 0: clips the vision part draws its frames from
@@ -52,12 +56,14 @@ class RecipeConfig:
         bad = [h for h in self.heads if h not in TASKS]
         if bad or not self.heads:
             raise ConfigError(f"--heads: unknown head(s) {bad}; choose from {list(TASKS)}")
-        if self.connector_layout not in ("category", "cell"):
-            raise ConfigError(f"--connector-layout: must be 'category' or 'cell', got {self.connector_layout!r}")
+        if self.connector_layout not in CONNECTOR_LAYOUTS:
+            raise ConfigError(f"--connector-layout: must be one of {list(CONNECTOR_LAYOUTS)}, "
+                              f"got {self.connector_layout!r}")
         if self.slot_attention < 0:
             raise ConfigError(f"--slot-attention {self.slot_attention}: must be >= 0")
-        if self.slot_attention and self.connector_layout != "cell":
-            raise ConfigError("--slot-attention needs --connector-layout cell (a slot per cell of the frame)")
+        if self.slot_attention and self.connector_layout not in SLOT_ATTENTION_LAYOUTS:
+            raise ConfigError(f"--slot-attention needs --connector-layout {' or '.join(SLOT_ATTENTION_LAYOUTS)} "
+                              "(a slot per cell of the frame)")
         bad_stages = [s for s in self.stages if s not in STAGES]
         if bad_stages or not self.stages:
             raise ConfigError(f"--stages: unknown stage(s) {bad_stages}; choose from {list(STAGES)}")

@@ -37,10 +37,11 @@ def slot_attention_layer(cfg) -> int:
 
 
 def slot_position(sample: Sample, n: int) -> int:
-    """The sequence position of the cell slot holding the centre of `sample.box` (normalised xyxy)."""
+    """The sequence position of the cell slot holding the centre of `sample.box` (normalised xyxy). The n * n
+    cell slots are the first visual tokens (layout "both" has its category slots after them)."""
     x1, y1, x2, y2 = (float(v) for v in sample.box)
     visual = torch.nonzero(sample.visual_mask).flatten()
-    if len(visual) != n * n:
+    if len(visual) < n * n:
         raise ValueError(f"slot attention needs {n * n} cell slots in the prompt, the sample has {len(visual)}")
     return int(visual[cell_index((x1 + x2) / 2, (y1 + y2) / 2, n)])
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tpo.errors import ConfigError, InputError, TPOError, one_line_errors
 from tpo.model.presets import check_config, preset_names
 
-from .recipe_config import HEADS, STAGES, RecipeConfig
+from .recipe_config import CONNECTOR_LAYOUTS, HEADS, STAGES, RecipeConfig
 
 _STAGE_HELP = {
     0: "stage 0: mask head (SAM2) pretraining steps, then frozen",
@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stage 0: connector representation steps (slot descriptions; 0: none)")
     p.add_argument("--connector-attention", action=argparse.BooleanOptionalAction, default=d.connector_attention,
                    help="stage 0: also supervise where each connector slot looks (its category's vision tokens)")
-    p.add_argument("--connector-layout", choices=("category", "cell"), default=d.connector_layout,
-                   help="stage 0: what each connector slot describes (a colour-shape category, or a cell of the frame)")
+    p.add_argument("--connector-layout", choices=CONNECTOR_LAYOUTS, default=d.connector_layout,
+                   help="stage 0: what each connector slot describes (a colour-shape category, a cell of the frame, "
+                        "or both: cell slots, then category slots)")
     p.add_argument("--vision-category-weight", type=float, default=d.vision_category_weight,
                    help="stage 0: weight of the vision part's per-token colour-shape loss (0: none)")
     p.add_argument("--vision-lr", type=float, default=d.vision_lr, help="stage 0: the vision part's peak learning rate")
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave the stage-0 connector out of stages 1-3")
     p.add_argument("--slot-attention", type=float, default=d.slot_attention,
                    help="stage 3: weight of the region and track task tokens' attention loss towards the asked "
-                        "object's cell slot (with --connector-layout cell; 0: none)")
+                        "object's cell slot (with --connector-layout cell or both; 0: none)")
     p.add_argument("--temporal-weight", type=float, default=d.temporal_weight,
                    help="factor on the temporal head's set criterion in the joint loss")
     p.add_argument("--eval-clips", type=int, default=0, help="score the result on this many held-out clips")

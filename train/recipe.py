@@ -39,12 +39,11 @@ from tpo.model.prompt import Prompt
 from tpo.model.tokenizer import load_tokenizer, resolve_tokenizer_dir
 from tpo.model.tpo_model import TPOModel, build_model
 
-from .connector_cells import cells_per_side
 from .heads import TRAIN_HEADS, train_head
 from .recipe_config import HEADS, STAGES, RecipeConfig  # noqa: F401  (re-exported)
 from .sample import Sample, frames_to_pixels
 from .samples import build_pool
-from .slot_attention import slot_attention_layer, slot_attention_loss
+from .slot_attention import SlotMap, slot_attention_layer, slot_attention_loss
 
 # Stage 0's mask head steps on single images before the video windows (pretrain_mask_head's own split,
 # 150 of 250). A fraction, so that every step count trains the memory path too: with a fixed 150 image
@@ -127,7 +126,7 @@ def batch_losses(model: TPOModel, batch: list[Sample], rc: RecipeConfig, stage: 
                 losses[task] = train_head(task).loss(model, hs, [batch[i] for i in rows], rc, rng)
     if slots:
         attention = out.attentions[slot_attention_layer(model.cfg)]
-        loss = slot_attention_loss(attention, batch, cells_per_side(model.cfg, rc.connector_layout))
+        loss = slot_attention_loss(attention, batch, SlotMap.of(model.cfg, rc.connector_layout))
         if loss is not None:
             losses["slot_attention"] = rc.slot_attention * loss
     return losses

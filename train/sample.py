@@ -33,6 +33,8 @@ class Sample:
     clip_frames: np.ndarray | None = None     # temporal: [Lv, Tc, S, S, 3] uint8 frames of each clip
     question_ids: list[int] = field(default_factory=list)
     media: str = "video"                      # the prompt's media: "image" (one frame) or "video"
+    category: int = -1                        # conversation: the colour-shape (CATEGORIES index) of the object the
+                                              # question names, -1 for none (a count); the slot attention's target
 
 
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:

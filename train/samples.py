@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from tpo.contract.tasks import TASKS
-from tpo.data.synthetic import Clip, Query, SceneConfig, make_clip
+from tpo.data.synthetic import CATEGORIES, Clip, Query, SceneConfig, make_clip
 from tpo.model.config import TPOConfig
 from tpo.model.preprocess import middle_frame_indices
 from tpo.model.prompt import build_prompt
@@ -61,8 +61,16 @@ def _query_sample(clip: Clip, q: Query, video, cfg: TPOConfig, tokenizer, ids: T
         task=q.task, route=q.route, clip=clip.name, frames=video, input_ids=input_ids, labels=labels,
         visual_mask=torch.cat([prompt.visual_mask, torch.zeros(len(answer), dtype=torch.bool)]),
         placeholder=placeholder, question_ids=tokenizer(q.question, add_special_tokens=False).input_ids,
-        media=media,
+        media=media, category=_named_category(clip, q) if task is None else -1,
     )
+
+
+def _named_category(clip: Clip, q: Query) -> int:
+    """The CATEGORIES index of the object a question names (-1: none)."""
+    if q.object_id is None:
+        return -1
+    o = clip.spec.objects[q.object_id]
+    return CATEGORIES.index((o.colour, o.shape))
 
 
 def build_pool(cfg: TPOConfig, tokenizer, clips: int, seed: int, scene: SceneConfig | None = None,

@@ -25,7 +25,8 @@ from tpo.train.connector_pretrain import (
 )
 from tpo.train.recipe import RecipeConfig
 from tpo.train.sample import frames_to_pixels, resize_frames
-from tpo.train.slot_attention import slot_position
+from tpo.train.samples import clip_samples
+from tpo.train.slot_attention import SlotMap, attention_target, slot_attention_loss, slot_position
 from tpo.train.train_cli import build_parser, recipe_from_args
 
 from .test_slot_attention import sample
@@ -91,3 +92,35 @@ def test_slot_attention_takes_the_cells_at_the_front():
     rc = recipe_from_args(build_parser().parse_args(["--out", "x", "--connector-layout", "both",
                                                      "--slot-attention", "1"]))
     assert rc.connector_layout == "both"
+
+
+def test_a_question_naming_one_object_attends_to_its_category_slot():
+    """With category slots, "what colour is the square?" is answered from the category slot of the square that
+    shows: the position predicting the answer's first token attends there. Counts and cell-only maps have none."""
+    from tpo.model.tokenizer import load_tokenizer
+
+    cfg = with_queries(31, 30)
+    slots = SlotMap.of(cfg, "both")
+    assert slots == SlotMap(7, 1) and SlotMap.of(cfg, "cell") == SlotMap(7, 0)
+    named, counts = [], []
+    for i in range(6):
+        clip = make_clip(i, 1000)
+        samples = [s for s in clip_samples(clip, cfg, load_tokenizer("tiny")) if s.task == "conversation"]
+        for s, q in zip(samples, (q for q in clip.queries if q.task == "conversation"), strict=True):
+            (counts if q.object_id is None else named).append((s, q, clip))
+    for s, q, clip in named:
+        o = clip.spec.objects[q.object_id]
+        assert s.category == CATEGORIES.index((o.colour, o.shape))
+        row, keys = attention_target(s, slots)
+        visual = torch.nonzero(s.visual_mask).flatten()
+        assert keys == [int(visual[49 + s.category])]
+        assert s.labels[row] == -100 and s.labels[row + 1] != -100          # it predicts the answer's first token
+        assert attention_target(s, SlotMap(7)) is None
+    assert named and counts
+    for s, _, _ in counts:
+        assert s.category == -1 and attention_target(s, slots) is None
+    s = named[0][0]
+    row, keys = attention_target(s, slots)
+    attention = torch.zeros(1, 2, len(s.input_ids), len(s.input_ids))
+    attention[0, 0, row, keys[0]], attention[0, 1, row, keys[0]] = 0.2, 0.6
+    assert slot_attention_loss(attention, [s], slots).item() == pytest.approx(-np.log(0.4 + 1e-6), rel=1e-5)

@@ -6,7 +6,7 @@ import torch
 from tpo.errors import ConfigError
 from tpo.train.recipe import RecipeConfig, TrainState, run_stage
 from tpo.train.sample import Sample
-from tpo.train.slot_attention import slot_attention_loss, slot_position
+from tpo.train.slot_attention import SlotMap, slot_attention_loss, slot_position
 
 from .test_recipe import fresh, mean, setup  # noqa: F401  (the module fixture)
 
@@ -32,9 +32,9 @@ def test_the_loss_is_minus_log_of_the_head_mean_attention_on_the_slot():
     attention = torch.zeros(3, 2, 24, 24)
     attention[0, 0, 22, 5], attention[0, 1, 22, 5] = 0.5, 0.3
     attention[1, :, 22, 5] = 1.0                                     # not a slotted task: ignored
-    loss = slot_attention_loss(attention, batch, 4)
+    loss = slot_attention_loss(attention, batch, SlotMap(4))
     assert loss.item() == pytest.approx(-torch.log(torch.tensor(0.4 + 1e-6)).item(), rel=1e-6)
-    assert slot_attention_loss(attention, batch[1:], 4) is None
+    assert slot_attention_loss(attention, batch[1:], SlotMap(4)) is None
 
 
 def test_it_needs_cell_slots_and_a_weight_of_at_least_zero():

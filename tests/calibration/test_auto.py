@@ -65,7 +65,8 @@ def test_fp16_with_measured_islands_is_gated(calibrated, fp32_artifacts, tmp_pat
 
 def test_auto_takes_the_smallest_kind_within_budget(calibrated, fp32_artifacts, tmp_path, monkeypatch, break_lm_head):
     """The int4 LLM is broken on purpose (its lm_head permuted): the search must refuse it, take the next kind
-    (dynamic int8), and keep the smallest passing kind for every other graph."""
+    (dynamic int8), and keep the smallest passing kind for every other graph (int8 where it stays within the
+    budget on the held-out clip: a graph whose int8 moves an image-dependent box keeps fp16)."""
     real = C.quantize_weight_only
 
     def broken(src, dst, bits, block=32, keep_fp32_output=None):
@@ -82,8 +83,9 @@ def test_auto_takes_the_smallest_kind_within_budget(calibrated, fp32_artifacts, 
     trials = [(t["graph"], t["kind"], t["passed"]) for t in report["trials"]]
     assert trials[0] == (G.LLM.name, "w4", False) and trials[1] == (G.LLM.name, "d8", True)   # largest first
     assert report["plan"][G.LLM.name] == "d8" and m.graphs[G.LLM.name].precision == Precision.INT8
-    for name in C.INT8_GRAPHS:
-        assert report["plan"][name] == "qdq8", name
+    for name in C.INT8_GRAPHS:        # the first kind that passed, in candidate order (qdq8, then fp16)
+        tried = [(kind, passed) for graph, kind, passed in trials if graph == name]
+        assert tried[0][0] == "qdq8" and report["plan"][name] == next(k for k, p in tried if p), (name, tried)
     assert m.precision == Precision.MIXED and m.parity["passed"] and report["budget"] == 0.05
     assert any(line.startswith("auto: llm w4: over budget") for line in said)
 

@@ -28,8 +28,11 @@ SCENE = SceneConfig(width=160, height=120, duration_range_s=(4.0, 5.0), fps_rang
 
 
 def test_cells_follow_the_query_count():
-    assert cells_per_side(load_config("tiny")) == 4                       # 16 queries: 4 x 4 cells
     cfg = load_config("tiny").to_dict()
+    cfg["connector"].update(num_query_tokens=8, num_extra_query_tokens=8)
+    assert cells_per_side(config_from_dict(cfg)) == 4                     # 16 queries: 4 x 4 cells
+    cfg["connector"].update(num_query_tokens=25, num_extra_query_tokens=24)
+    assert cells_per_side(config_from_dict(cfg)) == 7                     # 49: 7 x 7, one per vision patch
     cfg["connector"].update(num_query_tokens=2, num_extra_query_tokens=1)
     with pytest.raises(ConfigError, match="cell slots"):
         cells_per_side(config_from_dict(cfg))

@@ -72,6 +72,7 @@ def test_both_part_learns_each_kind_and_the_probe_reads_boxes_from_the_cells():
     _, head = pretrain_connector(model, steps=30, pool_clips=3, image_batch=4, video_batch=1, lr=3e-3,
                                  attention=True, layout="both", log=records.append)
     assert isinstance(head, BothHead) and head.cells == 4 and torch.equal(torch.get_rng_state(), before)
+    assert CATEGORY_PREFIX + "l1" not in records[0] and "l1" in records[0]     # the boxes come from the cells
     for part in ("presence", "attention", CATEGORY_PREFIX + "presence", CATEGORY_PREFIX + "attention"):
         assert np.mean([r[part] for r in records[-5:]]) < np.mean([r[part] for r in records[:5]]), part
     clip = make_clip(0, 1000)

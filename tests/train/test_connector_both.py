@@ -8,7 +8,6 @@ import torch
 
 from tpo.data.synthetic import CATEGORIES, SceneConfig, make_clip
 from tpo.errors import ConfigError
-from tpo.model.config import config_from_dict, load_config
 from tpo.model.preprocess import middle_frame_indices
 from tpo.model.tpo_model import build_model
 from tpo.train.connector_cells import cell_slot_targets, cells_per_side
@@ -29,15 +28,10 @@ from tpo.train.samples import clip_samples
 from tpo.train.slot_attention import SlotMap, attention_target, slot_attention_loss, slot_position
 from tpo.train.train_cli import build_parser, recipe_from_args
 
+from .test_connector_pretrain import with_queries
 from .test_slot_attention import sample
 
 SCENE = SceneConfig(width=160, height=120, duration_range_s=(4.0, 5.0), fps_range=(8, 8))
-
-
-def with_queries(num_query_tokens: int, num_extra_query_tokens: int):
-    cfg = load_config("tiny").to_dict()
-    cfg["connector"].update(num_query_tokens=num_query_tokens, num_extra_query_tokens=num_extra_query_tokens)
-    return config_from_dict(cfg)
 
 
 def test_cells_come_first_and_leave_a_slot_per_category():

@@ -21,8 +21,14 @@ the causes:
   tracker's memory path, not by the prompt; the first-frame mask IoU shows the prompt itself is used.
 - `blind_answer_em`: the exact match a model reading only the question can reach (the majority answer
   per question type on the same clips): answers at this level mean the LLM does not read the image.
+- `region_reading`: the region head's Acc@0.5 on clips of the training stream against held-out clips (teacher
+  forced: the box read at the placeholder, as in training), and with cell slots the region task token's attention
+  on the asked object's cell slot at each LLM layer (head mean, the quantity `slot_attention` supervises). A head
+  that scores on the training stream only has memorised; an attention that finds the slot on training clips only
+  has learnt the clips, not the question.
 
-    python -m tpo.train.probes [--checkpoint DIR] [--train-clips 60] [--held-clips 30] [--track-clips 12] [--json]
+    python -m tpo.train.probes [--checkpoint DIR] [--train-clips 60] [--held-clips 30] [--track-clips 12]
+                               [--connector-layout cell|both|category] [--json]
 """
 
 from __future__ import annotations
@@ -36,11 +42,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpo.contract.tasks import REGION
 from tpo.data import metrics
 from tpo.data.synthetic import CATEGORIES, SHAPES, Clip, make_clip
 from tpo.errors import InputError, TPOError
+from tpo.model.heads import HEADS
 
+from .recipe_config import CONNECTOR_LAYOUTS, SLOT_ATTENTION_LAYOUTS
 from .sample import frames_to_pixels, resize_frames
+from .slot_attention import SlotMap
 from .vision_pretrain import SUB, VisionPool, category_maps, patch_targets
 
 RIDGE = 1.0            # ridge penalty on the probe's weights (features are layer-normalised, so O(1))
@@ -177,6 +187,39 @@ def blind_answer_em(held: list[Clip]) -> dict:
 
 
 @torch.no_grad()
+def region_reading(model, tokenizer, train: list[Clip], held: list[Clip], slots: SlotMap | None) -> dict:
+    """Per clip set ("train": clips of the training stream, "held"): the region head's Acc@0.5 with the answer
+    teacher forced, and where `slots` is given the region task token's head-mean attention on the asked object's
+    cell slot at each LLM layer (a list, layer 0 first). See the module docstring."""
+    from .recipe import _batch_embeddings, eager_attention
+    from .samples import clip_samples
+    from .slot_attention import slot_position
+
+    out: dict = {"layout_has_cells": slots is not None}
+    with eager_attention(model, slots is not None):
+        for name, clips in (("train", train), ("held", held)):
+            samples = [s for c in clips for s in clip_samples(c, model.cfg, tokenizer) if s.route == REGION.name]
+            if not samples:
+                raise InputError(f"{name} clips: no region queries to read")
+            hits, attention = [], []
+            for i in range(0, len(samples), 16):
+                batch = samples[i:i + 16]
+                x, mask, _ = _batch_embeddings(model, batch)
+                res = model.lm(inputs_embeds=x, attention_mask=mask, output_hidden_states=True,
+                               output_attentions=slots is not None, use_cache=False)
+                hidden = torch.stack([res.hidden_states[-1][j, s.placeholder] for j, s in enumerate(batch)])
+                boxes = HEADS[REGION.name].route(model, hidden).float()
+                hits += [float(metrics.box_iou(b.tolist(), s.box.tolist())) >= 0.5
+                         for b, s in zip(boxes, batch, strict=True)]
+                if slots is not None:
+                    attention += [[float(a[j, :, s.placeholder, slot_position(s, slots.cells_per_side)].mean())
+                                   for a in res.attentions] for j, s in enumerate(batch)]
+            out[name] = {"queries": len(samples), "head_Acc@0.5": float(np.mean(hits)),
+                         "slot_attention_by_layer": np.mean(attention, axis=0).tolist() if attention else None}
+    return out
+
+
+@torch.no_grad()
 def connector_variation(model, held: list[Clip]) -> dict:
     """How much the connector's output depends on the image: over the region frames of `held` (as images) and
     the clips' videos, the standard deviation across inputs of each output element, averaged, over the standard
@@ -198,7 +241,8 @@ def connector_variation(model, held: list[Clip]) -> dict:
     return {"inputs": len(held), "across_input_std_over_std": out}
 
 
-def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_clips: int) -> dict:
+def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_clips: int,
+        slots: SlotMap | None = None) -> dict:
     from tpo.data.files import Dataset
 
     from .evaluate import evaluate
@@ -207,14 +251,34 @@ def run(model, tokenizer, held: list[Clip], train_clips: int, seed: int, track_c
                      tasks=("region", "conversation"))["metrics"]
     return {"connector": connector_variation(model, held),
             "region_head": heads["region"], "vision_probe": vision_region_probe(model, held, train_clips, seed),
+            "region_reading": region_reading(model, tokenizer, [make_clip(i, seed) for i in range(train_clips)],
+                                             held, slots),
             "answers": heads["conversation"], "blind_answers": blind_answer_em(held),
             "track": track_prompt_probe(model, tokenizer, held[:track_clips])}
+
+
+def recorded_layout(checkpoint: Path) -> str | None:
+    """The connector layout the checkpoint was trained with, from the training.json beside it (a record older
+    than the setting: the recipe's default then); None without a record."""
+    from tpo.model.checkpoint import resolve_checkpoint
+
+    from .recipe_config import RecipeConfig
+
+    record = resolve_checkpoint(checkpoint).root / "training.json"
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text()).get("recipe", {}).get("connector_layout", RecipeConfig().connector_layout)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tpo.train.probes", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded one)")
-    p.add_argument("--train-clips", type=int, default=60, help="training clips the probe is fitted on (seed 0)")
+    p.add_argument("--train-clips", type=int, default=60,
+                   help="clips of the training stream: the vision probe is fitted on them, the region head is read on them")
+    p.add_argument("--train-seed", type=int, default=0, help="the training stream's seed (the recipe's --seed)")
+    p.add_argument("--connector-layout", choices=CONNECTOR_LAYOUTS,
+                   help="the layout the connector was trained with (default: from training.json beside the "
+                        "checkpoint); with cell slots the region token's attention on the asked slot is read")
     p.add_argument("--held-clips", type=int, default=30, help="held-out clips (seed 1000)")
     p.add_argument("--track-clips", type=int, default=12, help="the first N held-out clips for the track probe")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -225,9 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         from .eval_cli import load_model
 
         torch.set_num_threads(1)
-        model, tokenizer, _ = load_model(a.checkpoint, None)
-        out = run(model, tokenizer, [make_clip(i, 1000) for i in range(a.held_clips)], a.train_clips, seed=0,
-                  track_clips=a.track_clips)
+        model, tokenizer, path = load_model(a.checkpoint, None)
+        layout = a.connector_layout or recorded_layout(path)
+        slots = SlotMap.of(model.cfg, layout) if layout in SLOT_ATTENTION_LAYOUTS else None
+        out = run(model, tokenizer, [make_clip(i, 1000) for i in range(a.held_clips)], a.train_clips,
+                  seed=a.train_seed, track_clips=a.track_clips, slots=slots)
+        out["region_reading"]["connector_layout"] = layout
     except TPOError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -239,6 +306,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"region Acc@0.5: head {out['region_head']['Acc@0.5']:.2f}, linear probe on its vision tokens "
               f"{out['vision_probe']['Acc@0.5']:.2f} (mIoU {out['vision_probe']['mIoU']:.2f}, "
               f"{out['vision_probe']['queries']} queries)")
+        r = out["region_reading"]
+        print(f"region head Acc@0.5, answer teacher forced: training-stream clips {r['train']['head_Acc@0.5']:.2f} "
+              f"({r['train']['queries']} queries), held-out {r['held']['head_Acc@0.5']:.2f}")
+        if r["layout_has_cells"]:
+            for name in ("train", "held"):
+                layers = ", ".join(f"{v:.2f}" for v in r[name]["slot_attention_by_layer"])
+                print(f"region token's attention on the asked cell slot, by layer ({name}): {layers}")
+        else:
+            why = "no training.json beside the checkpoint: pass --connector-layout" if r["connector_layout"] is None \
+                else f"connector layout {r['connector_layout']!r} has no cell slots"
+            print(f"region token's attention on the asked cell slot: not read ({why})")
         gap = out['answers']['exact_match'] - out['blind_answers']['exact_match']
         print(f"answer exact match: model {out['answers']['exact_match']:.2f}, blind majority per question type "
               f"{out['blind_answers']['exact_match']:.2f} (gap {gap:+.2f}, {out['blind_answers']['queries']} queries)")

@@ -13,6 +13,8 @@ from tpo.train.probes import (
     box_from_map,
     category_of,
     main,
+    recorded_layout,
+    region_reading,
     track_prompt_probe,
     vision_region_probe,
     vision_shape_probe,
@@ -101,3 +103,47 @@ def test_vision_shape_probe_reads_tokens_in_the_targets_order():
         assert out["tokens"] > 20
         colour[noise] = out["colour_accuracy"]
     assert colour[False] > colour[True] + 0.25 and colour[True] < 0.45, colour      # 4 colours: chance 0.25
+
+
+def test_region_reading_measures_the_attention_the_slot_loss_supervises():
+    """The probe's attention on the asked slot at the supervised layer is exp(-loss) of `slot_attention_loss` for
+    the same one-query batch: it reads the slot the training pulls towards, from the same position."""
+    from tpo.model.config import load_config
+    from tpo.model.tpo_model import build_model
+    from tpo.train.recipe import RecipeConfig, batch_losses, eager_attention
+    from tpo.train.samples import clip_samples
+    from tpo.train.slot_attention import SlotMap, slot_attention_layer
+
+    from .test_recipe import SCENE
+
+    cfg = load_config("tiny")
+    tok = load_tokenizer(cfg.tokenizer)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    clips = [make_clip(i, 3, SCENE) for i in range(2)]
+    slots = SlotMap.of(cfg, "cell")
+    out = region_reading(model, tok, clips[:1], clips[1:], slots)
+    assert out["held"]["queries"] == sum(q.route == "region" for q in clips[1].queries) == 1
+    by_layer = out["held"]["slot_attention_by_layer"]
+    assert len(by_layer) == cfg.llm.num_layers and all(0.0 <= v <= 1.0 for v in by_layer)
+    assert out["train"]["head_Acc@0.5"] in (0.0, 1.0)            # one query each
+    sample = [s for s in clip_samples(clips[1], cfg, tok) if s.route == "region"]
+    rc = RecipeConfig(connector_layout="cell", slot_attention=1.0)
+    with torch.no_grad(), eager_attention(model, True):
+        loss = batch_losses(model, sample, rc, 3, torch.Generator().manual_seed(0))["slot_attention"]
+    assert by_layer[slot_attention_layer(cfg)] == pytest.approx(float(torch.exp(-loss)), rel=1e-4, abs=1e-5)
+    assert region_reading(model, tok, clips[:1], clips[1:], None)["held"]["slot_attention_by_layer"] is None
+
+
+def test_the_layout_comes_from_the_training_record(tmp_path):
+    import json
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(default_checkpoint(), ckpt)
+    (ckpt / "training.json").unlink()
+    assert recorded_layout(ckpt) is None
+    (ckpt / "training.json").write_text(json.dumps({"recipe": {"connector_layout": "cell"}}))
+    assert recorded_layout(ckpt) == "cell"
+    (ckpt / "training.json").write_text(json.dumps({"recipe": {}}))       # older than the setting: its default
+    assert recorded_layout(ckpt) == "category"

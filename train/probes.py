@@ -27,8 +27,8 @@ the causes:
   that scores on the training stream only has memorised; an attention that finds the slot on training clips only
   has learnt the clips, not the question.
 
-    python -m tpo.train.probes [--checkpoint DIR] [--train-clips 60] [--held-clips 30] [--track-clips 12]
-                               [--connector-layout cell|both|category] [--json]
+    python -m tpo.train.probes [--checkpoint DIR] [--train-clips 60] [--train-seed 0] [--held-clips 30]
+                               [--track-clips 12] [--connector-layout cell|both|category] [--json]
 """
 
 from __future__ import annotations
@@ -267,14 +267,19 @@ def recorded_layout(checkpoint: Path) -> str | None:
     record = resolve_checkpoint(checkpoint).root / "training.json"
     if not record.is_file():
         return None
-    return json.loads(record.read_text()).get("recipe", {}).get("connector_layout", RecipeConfig().connector_layout)
+    try:
+        recipe = json.loads(record.read_text()).get("recipe", {})
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise InputError(f"{record}: not a training record (a JSON object with a 'recipe'): {e}") from None
+    return recipe.get("connector_layout", RecipeConfig().connector_layout)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tpo.train.probes", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="checkpoint folder (default: the embedded one)")
     p.add_argument("--train-clips", type=int, default=60,
-                   help="clips of the training stream: the vision probe is fitted on them, the region head is read on them")
+                   help="clips of the training stream: the vision probe is fitted on them, the region head is "
+                        "read on them")
     p.add_argument("--train-seed", type=int, default=0, help="the training stream's seed (the recipe's --seed)")
     p.add_argument("--connector-layout", choices=CONNECTOR_LAYOUTS,
                    help="the layout the connector was trained with (default: from training.json beside the "

@@ -147,3 +147,6 @@ def test_the_layout_comes_from_the_training_record(tmp_path):
     assert recorded_layout(ckpt) == "cell"
     (ckpt / "training.json").write_text(json.dumps({"recipe": {}}))       # older than the setting: its default
     assert recorded_layout(ckpt) == "category"
+    (ckpt / "training.json").write_text("{")
+    with pytest.raises(InputError, match="training.json: not a training record"):
+        recorded_layout(ckpt)
